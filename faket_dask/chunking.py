@@ -1,0 +1,82 @@
+"""Chunk-size rules shared by every stage (see docs/architecture.md, "Chunking").
+
+Tilt-series are chunked ``(1, cy, X)`` and volumes ``(cz, cy, X)`` with the *same* ``cy`` so
+that per-tilt tasks (noise, NST, 2D filters) and per-slab tasks (projection, back-projection)
+both read whole chunks: nothing is ever rechunked through memory.
+"""
+from __future__ import annotations
+
+import math
+
+#: Default budget for one Zarr chunk (bytes): large enough for efficient I/O, small enough that
+#: a worker holds many at once.
+DEFAULT_CHUNK_BYTES = 8 * 2**20
+#: Default working-memory budget of one slab task (bytes); a slab task holds its input slab,
+#: its output slab and kernel temporaries, hence :data:`SLAB_OVERHEAD`.
+DEFAULT_TASK_BYTES = 512 * 2**20
+SLAB_OVERHEAD = 4
+
+
+def choose_cy(
+    ny: int,
+    nx: int,
+    depth: int,
+    *,
+    task_bytes: int = DEFAULT_TASK_BYTES,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    multiple: int = 8,
+    itemsize: int = 4,
+) -> int:
+    """Rows per y-chunk for data of ``ny`` x ``nx`` pixels processed in slabs of ``depth``.
+
+    Parameters
+    ----------
+    ny, nx : int
+        Detector (or volume) rows and columns.
+    depth : int
+        Largest leading extent a slab task touches: the number of tilts or the volume depth Z.
+    task_bytes : int
+        Working-memory budget of one slab task (bytes).
+    chunk_bytes : int
+        Upper bound for a single ``(1, cy, nx)`` chunk (bytes).
+    multiple : int
+        ``cy`` is rounded down to a multiple of this (binning factors must divide it), unless
+        the whole of ``ny`` fits.
+    itemsize : int
+        Bytes per value (4 for float32).
+
+    Returns
+    -------
+    int
+        ``cy`` with ``1 <= cy <= ny``.
+    """
+    if min(ny, nx, depth) < 1:
+        raise ValueError(f"choose_cy: sizes must be positive, got ny={ny} nx={nx} depth={depth}")
+    row_task = depth * nx * itemsize * SLAB_OVERHEAD
+    cy = min(task_bytes // row_task, chunk_bytes // (nx * itemsize))
+    cy = max(int(cy), 1)
+    if cy >= ny:
+        return ny
+    if cy >= multiple:
+        cy -= cy % multiple
+    return max(cy, 1)
+
+
+def tiltseries_chunks(shape: tuple[int, int, int], cy: int) -> tuple[int, int, int]:
+    """Chunk shape ``(1, cy, X)`` of a ``(tilt, y, x)`` tilt-series."""
+    return (1, min(cy, shape[1]), shape[2])
+
+
+def volume_chunks(
+    shape: tuple[int, int, int], cy: int, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, itemsize: int = 4
+) -> tuple[int, int, int]:
+    """Chunk shape ``(cz, cy, X)`` of a ``(z, y, x)`` volume; ``cz`` keeps a chunk under budget."""
+    nz, ny, nx = shape
+    cy = min(cy, ny)
+    cz = max(1, min(nz, chunk_bytes // (cy * nx * itemsize)))
+    return (int(cz), int(cy), nx)
+
+
+def n_chunks(n: int, c: int) -> int:
+    """Number of chunks of size ``c`` covering ``n``."""
+    return math.ceil(n / c)

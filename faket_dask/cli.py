@@ -1,0 +1,157 @@
+"""The ``faket-dask`` command line: parses, calls the library, prints.
+
+User errors (:class:`faket_dask.errors.FaketError`) are printed as one line
+``faket-dask: error: ...`` on stderr with exit status 2, never as a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import FaketError
+
+app = typer.Typer(
+    name="faket-dask",
+    help="FakET cryo-ET simulation (noise + neural style transfer) on Dask and Zarr.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Cluster options shared by every command that computes.
+Scheduler = Annotated[Optional[str], typer.Option(help="Address of a running Dask scheduler to join.")]
+Workers = Annotated[Optional[int], typer.Option(min=1, help="Workers of the local cluster (default: one per core).")]
+Gpus = Annotated[bool, typer.Option("--gpus", help="Use a dask-cuda LocalCUDACluster (one worker per GPU).")]
+ClusterFile = Annotated[Optional[Path], typer.Option("--cluster", help="YAML cluster description (cluster/*.yaml).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+
+
+def _connect(scheduler, workers, gpus, cluster_file, *, processes: bool = True):
+    from .cluster import connect
+
+    return connect(scheduler, workers=workers, gpus=gpus, cluster_file=cluster_file, processes=processes)
+
+
+@app.command("import-mrc")
+def import_mrc_cmd(
+    src: Annotated[Path, typer.Argument(help="MRC file to import.")],
+    store: Annotated[Path, typer.Argument(help="Run store (created if missing), e.g. run.zarr.")],
+    var: Annotated[str, typer.Argument(help="GROUP/VAR, e.g. tomo_000/tiltseries/measured.")],
+    kind: Annotated[str, typer.Option(help="tiltseries or volume.")] = "tiltseries",
+    angles_file: Annotated[Optional[Path], typer.Option(help="IMOD .tlt file, one angle per line.")] = None,
+    angles: Annotated[
+        Optional[tuple[float, float, float]],
+        typer.Option(help="START STOP STEP in degrees, STOP included (-60 60 2 gives 61 tilts)."),
+    ] = None,
+    pixel_size_A: Annotated[Optional[float], typer.Option("--pixel-size-A", help="Pixel size in Å (default: MRC header).")] = None,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    gpus: Gpus = False,
+    cluster: ClusterFile = None,
+) -> None:
+    """Import an MRC tilt-series or volume into a Zarr run store, streaming chunk by chunk."""
+    from .formats.convert import angles_from_range, import_mrc, load_mrc
+    from .store import check_writable, split_var_path
+
+    if kind not in ("tiltseries", "volume"):
+        raise FaketError(f"--kind must be tiltseries or volume, got '{kind}'")
+    split_var_path(var)
+    angles_deg = angles_from_range(*angles) if angles else None
+    # Validate everything (including a NaN scan) before a cluster is started or a byte written.
+    check_writable(store, var, overwrite=overwrite)
+    if angles_file is not None and angles_deg is not None:
+        raise FaketError("give either --angles-file or --angles, not both")
+    if angles_file is not None:
+        from .formats.mrc import read_tlt
+
+        angles_deg = read_tlt(angles_file)
+    load_mrc(src, kind=kind, angles_deg=angles_deg, pixel_size_A=pixel_size_A)
+    with _connect(scheduler, workers, gpus, cluster, processes=workers is not None):
+        path = import_mrc(
+            src, store, var, kind=kind, angles_deg=angles_deg, pixel_size_A=pixel_size_A,
+            overwrite=overwrite,
+        )
+    typer.echo(f"imported {src} -> {store}/{path}")
+
+
+@app.command("export-mrc")
+def export_mrc_cmd(
+    store: Annotated[Path, typer.Argument(help="Run store.")],
+    var: Annotated[str, typer.Argument(help="GROUP/VAR to export.")],
+    dest: Annotated[Path, typer.Argument(help="Output .mrc (a tilt-series also gets DEST.tlt).")],
+    overwrite: Overwrite = False,
+) -> None:
+    """Export a tilt-series or volume of a run store to MRC2014 (+ IMOD .tlt)."""
+    from .formats.convert import export_mrc
+    from .store import open_var
+
+    arr = open_var(store, var)
+    for f in export_mrc(arr, dest, overwrite=overwrite):
+        typer.echo(f"wrote {f}")
+
+
+@app.command("info")
+def info_cmd(store: Annotated[Path, typer.Argument(help="Run store.")]) -> None:
+    """List groups, variables, shapes, chunks, dtypes and stage status of a run store."""
+    from .store import describe, stage_status
+
+    rows = describe(store)
+    typer.echo(f"{store}")
+    width = max([len(r.path) for r in rows] + [8])
+    typer.echo(f"  {'variable':<{width}}  {'dims':<16} {'shape':<20} {'chunks':<20} dtype")
+    for r in rows:
+        dims = ",".join(r.dims)
+        typer.echo(f"  {r.path:<{width}}  {dims:<16} {str(r.shape):<20} {str(r.chunks):<20} {r.dtype}")
+    stages = stage_status(store)
+    if stages:
+        typer.echo("stages:")
+        for key, st in sorted(stages.items()):
+            extra = f" ({st['stage']})" if "stage" in st else ""
+            typer.echo(f"  {key:<{width}}  {st.get('status', '?')}{extra}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Output directory.")] = Path("demo-out"),
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    gpus: Gpus = False,
+    cluster: ClusterFile = None,
+) -> None:
+    """Run the embedded demo: a small synthetic specimen end to end."""
+    from .demo import run_demo
+
+    with _connect(scheduler, workers, gpus, cluster):
+        run_demo(out_dir, overwrite=overwrite)
+
+
+@app.command("config")
+def config_cmd() -> None:
+    """Print the default run configuration (the paper's settings) as YAML."""
+    import yaml
+
+    from .config import RunConfig
+
+    typer.echo(yaml.safe_dump(RunConfig().model_dump(mode="json"), sort_keys=False))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``faket-dask`` console script."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="faket-dask", standalone_mode=True)
+    except FaketError as exc:
+        print(f"faket-dask: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("faket-dask: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

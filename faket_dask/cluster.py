@@ -1,0 +1,188 @@
+"""The Dask client every computing command runs on.
+
+Order of choice: ``--scheduler ADDRESS`` (join an existing cluster), ``--cluster FILE`` (a YAML
+description: local, dask-cuda or dask-jobqueue SLURM), ``--gpus`` (dask-cuda
+``LocalCUDACluster``, one worker per GPU, each with the resource ``GPU=1``), else a
+``LocalCluster`` sized to the machine. Worker processes get as many torch threads as Dask
+threads so they do not oversubscribe the CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import FaketError, InputError
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (respects affinity / cgroup-restricted CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def set_torch_threads(n: int | None = None) -> None:
+    """Match torch's intra-op threads to this Dask worker's threads (or ``n``).
+
+    Called at the start of every torch task: cheap when already set, and correct even if torch
+    was imported after the worker started.
+    """
+    import torch
+
+    if n is None:
+        try:
+            from distributed import get_worker
+
+            n = get_worker().state.nthreads
+        except (ImportError, ValueError):
+            n = available_cores()
+    n = max(int(n), 1)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def _local_cluster(
+    workers: int | None, threads_per_worker: int | None, dashboard: str | None, processes: bool = True
+):
+    from distributed import LocalCluster
+
+    cores = available_cores()
+    if not processes:
+        # One in-process worker whose threads share the GIL-free I/O and compression work.
+        return LocalCluster(
+            n_workers=1,
+            threads_per_worker=threads_per_worker or cores,
+            processes=False,
+            dashboard_address=dashboard,
+            silence_logs=logging.ERROR,
+        )
+    threads = threads_per_worker or 1
+    n = workers or max(1, cores // threads)
+    env = {v: str(threads) for v in _THREAD_VARS}
+    return LocalCluster(
+        n_workers=n,
+        threads_per_worker=threads,
+        processes=True,
+        dashboard_address=dashboard,
+        env=env,
+        silence_logs=logging.ERROR,
+    )
+
+
+def _cuda_cluster(dashboard: str | None, **kwargs: Any):
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        raise FaketError("--gpus needs dask-cuda: pip install 'faket-dask[gpu]'") from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise FaketError("--gpus: no CUDA GPU is visible to torch on this machine")
+    kwargs.setdefault("resources", {"GPU": 1})
+    return LocalCUDACluster(dashboard_address=dashboard, silence_logs=logging.ERROR, **kwargs)
+
+
+def cluster_from_file(path: str | Path, dashboard: str | None = ":8787"):
+    """Start the cluster described by a YAML file (see ``cluster/README.md``).
+
+    The file has ``type: local | cuda | slurm``, optional ``options`` (keyword arguments of the
+    cluster class) and, for SLURM, ``jobs`` (how many jobs to request).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such cluster file")
+    try:
+        spec = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    unknown = set(spec) - {"type", "options", "jobs", "workers", "threads_per_worker"}
+    if unknown:
+        raise InputError(f"{p}: unknown key '{sorted(unknown)[0]}'")
+    kind = spec.get("type", "local")
+    options = dict(spec.get("options") or {})
+    if kind == "local":
+        return _local_cluster(spec.get("workers"), spec.get("threads_per_worker"), dashboard)
+    if kind == "cuda":
+        return _cuda_cluster(dashboard, **options)
+    if kind == "slurm":
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError:
+            raise FaketError(f"{p}: type slurm needs dask-jobqueue: pip install dask-jobqueue") from None
+        cluster = SLURMCluster(**options)
+        cluster.scale(jobs=int(spec.get("jobs", 1)))
+        return cluster
+    raise InputError(f"{p}: unknown cluster type '{kind}' (local, cuda or slurm)")
+
+
+@contextlib.contextmanager
+def connect(
+    scheduler: str | None = None,
+    *,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    gpus: bool = False,
+    cluster_file: str | Path | None = None,
+    dashboard: str | None = ":8787",
+    quiet: bool = False,
+    processes: bool = True,
+) -> Iterator[Any]:
+    """Start or join a Dask cluster and yield a ``distributed.Client`` set as default.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running scheduler, e.g. ``tcp://10.0.0.1:8786``.
+    workers, threads_per_worker : int, optional
+        Size of the default LocalCluster (default: one single-threaded worker per core).
+    gpus : bool
+        Start a dask-cuda ``LocalCUDACluster`` (one worker per GPU, resource ``GPU=1``).
+    cluster_file : path, optional
+        YAML cluster description (``cluster/*.yaml``).
+    dashboard : str or None
+        Dashboard address of a cluster started here (``":0"`` for any free port).
+    quiet : bool
+        Do not print the dashboard URL.
+    processes : bool
+        For the default local cluster only: worker processes (compute) or, when false, one
+        in-process multi-threaded worker (I/O-bound commands such as ``import-mrc``; it saves
+        the ~200 MB per worker process that bounded-memory conversion cannot afford).
+    """
+    from distributed import Client
+
+    chosen = [bool(scheduler), bool(cluster_file), bool(gpus)]
+    if sum(chosen) > 1:
+        raise InputError("choose one of --scheduler, --cluster and --gpus")
+    cluster = None
+    try:
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise FaketError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
+        else:
+            if cluster_file:
+                cluster = cluster_from_file(cluster_file, dashboard)
+            elif gpus:
+                cluster = _cuda_cluster(dashboard)
+            else:
+                cluster = _local_cluster(workers, threads_per_worker, dashboard, processes)
+            client = Client(cluster)
+        if not quiet:
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+        with client.as_current():
+            yield client
+        client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()

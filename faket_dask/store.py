@@ -1,0 +1,326 @@
+"""The Zarr (v3) run store: the only module that knows group names and root attributes.
+
+Layout (DESIGN.md)::
+
+    run.zarr/  attrs: faket_dask (version, packages), config, stages (status + config hash)
+      tomo_000/specimen      Dataset (z, y, x)
+      tomo_000/particles     Dataset on `particle`
+      tomo_000/tiltseries    Dataset: noiseless, measured, noisy, content, baseline, faket
+      tomo_000/tomogram      Dataset (z, y, x), OME-NGFF multiscales
+      noise_model            Dataset on `tilt`
+      reference/style_000    imported measured tilt-series used as style
+
+A variable is addressed as ``"GROUP/VAR"``, e.g. ``"tomo_000/tiltseries/measured"``.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib.metadata
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from .errors import FaketError, InputError, OutputExistsError
+
+MARKER = "faket_dask"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PACKAGES = ("faket-dask", "numpy", "dask", "distributed", "zarr", "xarray", "torch", "torchvision")
+
+
+def tomo_group(tomo: int, part: str) -> str:
+    """Group of tomogram ``tomo``: ``tomo_group(0, "tiltseries") == "tomo_000/tiltseries"``."""
+    return f"tomo_{tomo:03d}/{part}"
+
+
+def split_var_path(path: str) -> tuple[str, str]:
+    """Split ``"GROUP/VAR"`` into ``(group, var)``; :class:`InputError` if malformed."""
+    parts = path.strip("/").split("/")
+    if len(parts) < 2 or not all(_NAME.match(p) for p in parts):
+        raise InputError(f"'{path}' is not GROUP/VAR (e.g. tomo_000/tiltseries/measured)")
+    return "/".join(parts[:-1]), parts[-1]
+
+
+def is_store(path: str | Path) -> bool:
+    """Whether ``path`` is a Zarr v3 group directory."""
+    p = Path(path)
+    return p.is_dir() and (p / "zarr.json").is_file()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape results, recorded in the store."""
+    out = {}
+    for name in _PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
+
+
+def open_root(store: str | Path, *, create: bool = False) -> zarr.Group:
+    """Open a run store's root group.
+
+    Parameters
+    ----------
+    store : path
+        The ``.zarr`` directory.
+    create : bool
+        Create it (with the faket-dask marker) if it does not exist.
+
+    Raises
+    ------
+    InputError
+        If the path does not exist (and ``create`` is false) or is not a Zarr store.
+    """
+    p = Path(store)
+    if is_store(p):
+        return zarr.open_group(str(p), mode="r+" if create else "r")
+    if p.exists():
+        raise InputError(f"{p}: not a Zarr store (no zarr.json)")
+    if not create:
+        raise InputError(f"{p}: no such store")
+    root = zarr.open_group(str(p), mode="w", zarr_format=3)
+    root.attrs[MARKER] = {
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "packages": package_versions(),
+    }
+    root.attrs["stages"] = {}
+    return root
+
+
+def has_var(store: str | Path, path: str) -> bool:
+    """Whether ``GROUP/VAR`` exists in ``store``."""
+    if not is_store(store):
+        return False
+    group, var = split_var_path(path)
+    root = zarr.open_group(str(store), mode="r")
+    try:
+        g = root[group]
+    except KeyError:
+        return False
+    return isinstance(g, zarr.Group) and var in g.array_keys()
+
+
+def open(store: str | Path, group: str) -> xr.Dataset:  # noqa: A001 - public API name (DESIGN.md)
+    """Open a group of a run store lazily as an xarray Dataset.
+
+    Parameters
+    ----------
+    store : path
+        The run store (``run.zarr``).
+    group : str
+        Group path, e.g. ``"tomo_000/tiltseries"``.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dask-backed: nothing is read until computed.
+    """
+    root = open_root(store)
+    if group not in root or not isinstance(root[group], zarr.Group):
+        raise InputError(f"{store}: no group '{group}' (see `faket-dask info {store}`)")
+    return xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3)
+
+
+def open_var(store: str | Path, path: str) -> xr.DataArray:
+    """Open ``GROUP/VAR`` of a run store lazily as a DataArray (attrs kept)."""
+    group, var = split_var_path(path)
+    ds = open(store, group)
+    if var not in ds.data_vars:
+        have = ", ".join(sorted(map(str, ds.data_vars))) or "none"
+        raise InputError(f"{store}: no variable '{var}' in group '{group}' (has: {have})")
+    return ds[var]
+
+
+def check_writable(store: str | Path, path: str, *, overwrite: bool) -> None:
+    """Raise :class:`OutputExistsError` if ``GROUP/VAR`` exists and ``overwrite`` is false."""
+    if is_store(store) and has_var(store, path) and not overwrite:
+        raise OutputExistsError(f"{store}: {path} exists; pass --overwrite to replace it")
+    p = Path(store)
+    if p.exists() and not is_store(p):
+        raise InputError(f"{p}: exists and is not a Zarr store")
+
+
+def _check_compatible(store: str | Path, group: str, arr: xr.DataArray) -> None:
+    """Variables of a group share dims; refuse a new one whose sizes or coords disagree."""
+    try:
+        existing = xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3)
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        return
+    for dim in arr.dims:
+        if dim in existing.sizes and existing.sizes[dim] != arr.sizes[dim]:
+            raise InputError(
+                f"{store}: '{group}' has {dim}={existing.sizes[dim]}, the new variable has "
+                f"{dim}={arr.sizes[dim]}; write it to another group"
+            )
+        if dim in existing.coords and dim in arr.coords:
+            if not np.allclose(existing[dim].values, arr[dim].values):
+                raise InputError(f"{store}: '{group}' has different '{dim}' coordinates")
+
+
+@contextlib.contextmanager
+def rollback_on_error(store: str | Path, path: str) -> Iterator[None]:
+    """Undo a partly written ``GROUP/VAR`` (or a store created for it) if the block fails.
+
+    The variable being written is removed; a store that did not exist before is removed whole,
+    so a failed command leaves nothing half-written behind.
+    """
+    p = Path(store)
+    existed = p.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(p, ignore_errors=True)
+        elif is_store(p):
+            group, var = split_var_path(path)
+            with contextlib.suppress(Exception):
+                root = zarr.open_group(str(p), mode="r+")
+                del root[group][var]
+                mark_stage(p, path, status="failed")
+        raise
+
+
+def save(
+    arr: xr.DataArray,
+    store: str | Path,
+    group: str,
+    *,
+    name: str | None = None,
+    overwrite: bool = False,
+    stage_info: dict[str, Any] | None = None,
+    progress: str | None = None,
+) -> str:
+    """Write a (lazy) DataArray into ``store`` at ``group/name``, chunk by chunk.
+
+    Parameters
+    ----------
+    arr : xarray.DataArray
+        Tilt-series or volume; its dask chunks become the Zarr chunks.
+    store : path
+        Run store; created if missing.
+    group : str
+        Group, e.g. ``"tomo_000/tiltseries"``.
+    name : str, optional
+        Variable name (default ``arr.name``).
+    overwrite : bool
+        Replace an existing variable; otherwise :class:`OutputExistsError`.
+    stage_info : dict, optional
+        Recorded with the completion status under ``attrs["stages"][GROUP/VAR]``.
+    progress : str, optional
+        Label for the console progress bar.
+
+    Returns
+    -------
+    str
+        ``"GROUP/VAR"`` written.
+    """
+    from .progress import compute
+
+    name = name or (str(arr.name) if arr.name is not None else None)
+    if not name:
+        raise InputError("save: the array has no name; pass name=")
+    path = f"{group.strip('/')}/{name}"
+    split_var_path(path)
+    check_writable(store, path, overwrite=overwrite)
+    if is_store(store):
+        _check_compatible(store, group, arr)
+    with rollback_on_error(store, path):
+        open_root(store, create=True)
+        if overwrite and has_var(store, path):
+            root = zarr.open_group(str(store), mode="r+")
+            del root[group][name]
+        mark_stage(store, path, status="running", **(stage_info or {}))
+        ds = arr.to_dataset(name=name)
+        for v in ds.variables.values():
+            v.encoding.clear()
+        delayed = ds.to_zarr(
+            str(store), group=group, mode="a", zarr_format=3, consolidated=False, compute=False
+        )
+        compute(delayed, label=progress or f"writing {path}")
+        mark_stage(store, path, status="complete", **(stage_info or {}))
+    return path
+
+
+def mark_stage(store: str | Path, key: str, *, status: str, **info: Any) -> None:
+    """Record a stage's status (``running``/``complete``/``failed``) in the root attrs."""
+    root = zarr.open_group(str(store), mode="r+")
+    stages = dict(root.attrs.get("stages", {}))
+    entry = {"status": status, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    entry.update({k: v for k, v in info.items() if v is not None})
+    stages[key] = entry
+    root.attrs["stages"] = stages
+
+
+def stage_status(store: str | Path) -> dict[str, dict[str, Any]]:
+    """All recorded stage statuses of a store, keyed by ``GROUP/VAR`` or stage name."""
+    return dict(open_root(store).attrs.get("stages", {}))
+
+
+@dataclass(frozen=True)
+class VarInfo:
+    """One array of a store, as listed by ``faket-dask info``."""
+
+    path: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: str
+    dims: tuple[str, ...]
+
+
+def describe(store: str | Path) -> list[VarInfo]:
+    """List every data variable of a store (coordinate arrays omitted), sorted by path.
+
+    Raises
+    ------
+    InputError
+        If ``store`` is not a Zarr store.
+    """
+    p = Path(store)
+    if not p.exists():
+        raise InputError(f"{p}: no such store")
+    if not is_store(p):
+        raise InputError(f"{p}: not a Zarr store (no zarr.json)")
+    try:
+        root = zarr.open_group(str(p), mode="r")
+    except Exception as exc:  # a damaged zarr.json
+        raise InputError(f"{p}: unreadable Zarr store ({type(exc).__name__}: {exc})") from None
+    out: list[VarInfo] = []
+    for gpath, g in _walk(root):
+        for aname, a in g.arrays():
+            dims = tuple(a.metadata.dimension_names or ())
+            if len(dims) == 1 and dims[0] == aname:
+                continue  # a dimension coordinate
+            full = f"{gpath}/{aname}" if gpath else aname
+            out.append(VarInfo(full, tuple(a.shape), tuple(a.chunks), str(a.dtype), dims))
+    return sorted(out, key=lambda v: v.path)
+
+
+def _walk(group: zarr.Group, prefix: str = "") -> Iterator[tuple[str, zarr.Group]]:
+    yield prefix, group
+    for name, sub in group.groups():
+        yield from _walk(sub, f"{prefix}/{name}" if prefix else name)
+
+
+def disk_free_bytes(path: str | Path) -> int:
+    """Free bytes on the file system that holds ``path`` (or its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def check_disk(path: str | Path, needed_bytes: int) -> None:
+    """Refuse to start when ``needed_bytes`` (uncompressed, an upper bound) exceed free space."""
+    free = disk_free_bytes(path)
+    if needed_bytes > free:
+        raise FaketError(
+            f"{path}: too little disk: needs up to {needed_bytes / 2**30:.2f} GiB, "
+            f"{free / 2**30:.2f} GiB free"
+        )
