@@ -136,6 +136,7 @@ def connect(
     dashboard: str | None = ":8787",
     quiet: bool = False,
     processes: bool = True,
+    connect_timeout_s: float = 10.0,
 ) -> Iterator[Any]:
     """Start or join a Dask cluster and yield a ``distributed.Client`` set as default.
 
@@ -157,6 +158,8 @@ def connect(
         For the default local cluster only: worker processes (compute) or, when false, one
         in-process multi-threaded worker (I/O-bound commands such as ``import-mrc``; it saves
         the ~200 MB per worker process that bounded-memory conversion cannot afford).
+    connect_timeout_s : float
+        How long to try reaching ``scheduler``.
     """
     from distributed import Client
 
@@ -167,7 +170,7 @@ def connect(
     try:
         if scheduler:
             try:
-                client = Client(scheduler, timeout="10s")
+                client = Client(scheduler, timeout=f"{connect_timeout_s}s")
             except (OSError, TimeoutError) as exc:
                 raise FaketError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
         else:

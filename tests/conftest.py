@@ -23,3 +23,24 @@ def golden():
             return {k: data[k] for k in data.files}
 
     return load
+
+
+@pytest.fixture(scope="session")
+def client():
+    """A real LocalCluster with 2 single-threaded worker processes, shared by the session."""
+    from faket_dask.cluster import connect
+
+    with connect(workers=2, dashboard=":0", quiet=True) as c:
+        yield c
+
+
+def write_mrc(path, data, *, voxel_size=10.0, stack=True):
+    """Write a small MRC test file with mrcfile (the field's own library)."""
+    import mrcfile
+
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(np.asarray(data))
+        mrc.voxel_size = voxel_size
+        if stack and np.asarray(data).ndim == 3:
+            mrc.set_image_stack()
+    return path

@@ -139,8 +139,12 @@ def read_tlt(path: str | Path) -> np.ndarray:
 
 
 def write_tlt(path: str | Path, angles_deg: np.ndarray) -> None:
-    """Write an IMOD ``.tlt`` file (one angle per line, ``%.2f`` as IMOD writes them)."""
-    text = "".join(f"{float(a):.2f}\n" for a in np.asarray(angles_deg))
+    """Write an IMOD ``.tlt`` file, one angle (degrees) per line.
+
+    Angles are written in their shortest exact decimal form (``repr``) rather than IMOD's
+    usual ``%.2f`` so that a round trip keeps them bit for bit; IMOD reads either.
+    """
+    text = "".join(f"{float(a)!r}\n" for a in np.asarray(angles_deg))
     Path(path).write_text(text)
 
 
