@@ -13,6 +13,7 @@ import argparse
 import json
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -54,10 +55,11 @@ def main() -> None:
     ours = run_sampled(
         [exe, "import-mrc", str(src), str(store), "tomo_000/tiltseries/measured",
          "--angles", "-60", "60", str(120 / max(args.tilts - 1, 1))],
+        stdout=subprocess.DEVNULL,
     )
     ref = run_sampled(
         [sys.executable, "-c", f"import mrcfile; d = mrcfile.read({str(src)!r}); print(d.sum())"],
-        stdout=__import__("subprocess").DEVNULL,
+        stdout=subprocess.DEVNULL,
     )
     result = {
         "benchmark": "import-mrc",
