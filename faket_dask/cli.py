@@ -114,6 +114,78 @@ def info_cmd(store: Annotated[Path, typer.Argument(help="Run store.")]) -> None:
             typer.echo(f"  {key:<{width}}  {st.get('status', '?')}{extra}")
 
 
+@app.command("project")
+def project_cmd(
+    store: Annotated[Path, typer.Argument(help="Run store with tomo_NNN/specimen/density.")],
+    tomo: Annotated[int, typer.Option(min=0, help="Tomogram index.")] = 0,
+    angles: Annotated[
+        Optional[tuple[float, float, float]],
+        typer.Option(help="START STOP STEP in degrees, STOP included (default: -60 60 2)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    gpus: Gpus = False,
+    cluster: ClusterFile = None,
+) -> None:
+    """Project tomo_NNN/specimen/density into tomo_NNN/tiltseries/noiseless (METHOD §1)."""
+    from .config import Acquisition
+    from .formats.convert import angles_from_range
+    from .stages.projection import project
+    from .store import check_writable, open_var, save, tomo_group
+
+    out_group = tomo_group(tomo, "tiltseries")
+    check_writable(store, f"{out_group}/noiseless", overwrite=overwrite)
+    vol = open_var(store, tomo_group(tomo, "specimen") + "/density")
+    angles_deg = angles_from_range(*angles) if angles else Acquisition().angles_deg()
+    with _connect(scheduler, workers, gpus, cluster):
+        ts = project(vol, angles_deg, device="cuda" if gpus else device)
+        path = save(ts, store, out_group, name="noiseless", overwrite=overwrite,
+                    stage_info={"stage": "project"}, progress="projecting")
+    typer.echo(f"wrote {store}/{path} {tuple(ts.shape)}")
+
+
+@app.command("reconstruct")
+def reconstruct_cmd(
+    store: Annotated[Path, typer.Argument(help="Run store.")],
+    tomo: Annotated[int, typer.Option(min=0, help="Tomogram index.")] = 0,
+    modality: Annotated[str, typer.Option(help="Tilt-series variable to reconstruct (faket, noisy, ...).")] = "faket",
+    binning: Annotated[int, typer.Option(min=1, help="Binning factor (cubic spline).")] = 2,
+    filter: Annotated[str, typer.Option(help="approx_shrec, ramp or none.")] = "approx_shrec",
+    z_valid: Annotated[
+        Optional[tuple[float, float]], typer.Option(help="Relative z-range to keep, e.g. 0.32226 0.67382.")
+    ] = None,
+    thickness: Annotated[Optional[int], typer.Option(min=1, help="Slices before --z-valid (default: binned width).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    gpus: Gpus = False,
+    cluster: ClusterFile = None,
+) -> None:
+    """Reconstruct tomo_NNN/tiltseries/MODALITY into the OME-NGFF image tomo_NNN/tomogram/MODALITY."""
+    import shutil
+
+    from .stages.reconstruction import FILTERS, reconstruct
+    from .store import check_writable, open_var, save_image, tomo_group
+
+    if filter not in FILTERS:
+        raise FaketError(f"--filter must be one of {', '.join(FILTERS)}, got '{filter}'")
+    out_group = tomo_group(tomo, "tomogram")
+    check_writable(store, f"{out_group}/{modality}", overwrite=overwrite)
+    ts = open_var(store, f"{tomo_group(tomo, 'tiltseries')}/{modality}")
+    scratch = Path(store) / "_scratch"
+    with _connect(scheduler, workers, gpus, cluster):
+        vol = reconstruct(ts, binning=binning, filter=filter, z_valid=z_valid, thickness=thickness,
+                          device="cuda" if gpus else device, scratch_dir=scratch)
+        path = save_image(vol, store, out_group, modality, overwrite=overwrite,
+                          stage_info={"stage": "reconstruct", "binning": binning, "filter": filter},
+                          progress="reconstructing")
+    shutil.rmtree(scratch, ignore_errors=True)
+    typer.echo(f"wrote {store}/{path} {tuple(vol.shape)} (OME-NGFF, 3 levels)")
+
+
 @app.command("demo")
 def demo_cmd(
     out_dir: Annotated[Path, typer.Argument(help="Output directory.")] = Path("demo-out"),
@@ -138,6 +210,10 @@ def config_cmd() -> None:
     from .config import RunConfig
 
     typer.echo(yaml.safe_dump(RunConfig().model_dump(mode="json"), sort_keys=False))
+
+
+from .commands import noise as _noise_commands  # noqa: E402
+app.add_typer(_noise_commands.app, name="noise")
 
 
 def main(argv: list[str] | None = None) -> None:

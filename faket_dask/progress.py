@@ -34,7 +34,7 @@ def compute(obj: Any, *, label: str = "computing") -> Any:
 
     Parameters
     ----------
-    obj : dask collection or Delayed
+    obj : dask collection, Delayed, or a list of them
         What to compute.
     label : str
         Printed above the bar.
@@ -53,14 +53,14 @@ def compute(obj: Any, *, label: str = "computing") -> Any:
     from distributed import wait
     from distributed.diagnostics.progressbar import progress
 
-    future = client.compute(obj)
+    futures = client.compute(obj)
     try:
-        wait(future, timeout=DELAY_S)
+        wait(futures, timeout=DELAY_S)
     except TimeoutError:
         if _enabled():
             print(f"{label} ...", file=sys.stderr, flush=True)
             # distributed's text bar writes to sys.stdout; keep stdout for results
             with contextlib.redirect_stdout(sys.stderr):
-                progress(future)
+                progress(futures)
             print(file=sys.stderr, flush=True)
-    return future.result()
+    return client.gather(futures)

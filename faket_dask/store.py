@@ -104,7 +104,7 @@ def has_var(store: str | Path, path: str) -> bool:
         g = root[group]
     except KeyError:
         return False
-    return isinstance(g, zarr.Group) and var in g.array_keys()
+    return isinstance(g, zarr.Group) and (var in g.array_keys() or var in g.group_keys())
 
 
 def open(store: str | Path, group: str) -> xr.Dataset:  # noqa: A001 - public API name (DESIGN.md)
@@ -122,10 +122,17 @@ def open(store: str | Path, group: str) -> xr.Dataset:  # noqa: A001 - public AP
     xarray.Dataset
         Dask-backed: nothing is read until computed.
     """
+    from .formats import ngff
+
     root = open_root(store)
     if group not in root or not isinstance(root[group], zarr.Group):
         raise InputError(f"{store}: no group '{group}' (see `faket-dask info {store}`)")
-    return xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3)
+    g = root[group]
+    images = {name: sub for name, sub in g.groups() if ngff.is_image(sub)}
+    if not images:
+        return xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3)
+    # A tomogram group: one OME-NGFF multiscale image per modality; level 0 is the variable.
+    return xr.Dataset({name: ngff.open_image(sub, name) for name, sub in sorted(images.items())})
 
 
 def open_var(store: str | Path, path: str) -> xr.DataArray:
@@ -244,6 +251,39 @@ def save(
             str(store), group=group, mode="a", zarr_format=3, consolidated=False, compute=False
         )
         compute(delayed, label=progress or f"writing {path}")
+        mark_stage(store, path, status="complete", **(stage_info or {}))
+    return path
+
+
+def save_image(
+    vol: xr.DataArray,
+    store: str | Path,
+    group: str,
+    name: str,
+    *,
+    overwrite: bool = False,
+    levels: int = 3,
+    stage_info: dict[str, Any] | None = None,
+    progress: str | None = None,
+) -> str:
+    """Write a (lazy) volume as an OME-NGFF multiscale image at ``group/name``.
+
+    Level 0 is the volume (its chunks), levels 1.. are 2× block means; napari and ome-zarr open
+    the image group, and :func:`open` returns level 0 as variable ``name`` of ``group``.
+    """
+    from .formats import ngff
+    from .progress import compute
+
+    path = f"{group.strip('/')}/{name}"
+    split_var_path(path)
+    check_writable(store, path, overwrite=overwrite)
+    with rollback_on_error(store, path):
+        root = open_root(store, create=True)
+        if overwrite and has_var(store, path):
+            del root[group][name]
+        mark_stage(store, path, status="running", **(stage_info or {}))
+        image = zarr.open_group(str(store), mode="r+").require_group(path)
+        compute(ngff.write_image(image, vol, levels=levels, name=name), label=progress or f"writing {path}")
         mark_stage(store, path, status="complete", **(stage_info or {}))
     return path
 
