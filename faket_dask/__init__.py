@@ -13,6 +13,7 @@ from .config import RunConfig, load_config
 from .datamodel import tiltseries, volume
 from .errors import FaketError, InputError, OutputExistsError
 from .formats.convert import angles_from_range, export_mrc, import_mrc, load_mrc
+from .stages.projection import project
 from .stages.reconstruction import reconstruct
 from .store import open, open_var, save  # noqa: A004 - `open` is the documented API name
 
@@ -31,6 +32,7 @@ __all__ = [
     "load_mrc",
     "open",
     "open_var",
+    "project",
     "reconstruct",
     "save",
     "tiltseries",
