@@ -153,6 +153,7 @@ def reconstruct_cmd(
     modality: Annotated[str, typer.Option(help="Tilt-series variable to reconstruct (faket, noisy, ...).")] = "faket",
     binning: Annotated[int, typer.Option(min=1, help="Binning factor (cubic spline).")] = 2,
     filter: Annotated[str, typer.Option(help="approx_shrec, ramp or none.")] = "approx_shrec",
+    crowther: Annotated[Optional[float], typer.Option(help="approxShrec Crowther frequency, fraction of Nyquist (0.61).")] = None,
     z_valid: Annotated[
         Optional[tuple[float, float]], typer.Option(help="Relative z-range to keep, e.g. 0.32226 0.67382.")
     ] = None,
@@ -177,7 +178,7 @@ def reconstruct_cmd(
     ts = open_var(store, f"{tomo_group(tomo, 'tiltseries')}/{modality}")
     scratch = Path(store) / "_scratch"
     with _connect(scheduler, workers, gpus, cluster):
-        vol = reconstruct(ts, binning=binning, filter=filter, z_valid=z_valid, thickness=thickness,
+        vol = reconstruct(ts, binning=binning, filter=filter, crowther=crowther, z_valid=z_valid, thickness=thickness,
                           device="cuda" if gpus else device, scratch_dir=scratch)
         path = save_image(vol, store, out_group, modality, overwrite=overwrite,
                           stage_info={"stage": "reconstruct", "binning": binning, "filter": filter},

@@ -107,3 +107,17 @@ def test_reconstruct_cli_and_export(tmp_path, golden, client):
         assert _pearson(mrc.data, g["reconstruction_bin2"]) >= 0.99
     again = subprocess.run([exe, "reconstruct", str(run)], capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 2 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_crowther_option_changes_filter(client, golden, tmp_path):
+    from faket_dask.kernels.filters import approx_shrec_filter
+
+    np.testing.assert_array_equal(approx_shrec_filter(48, 64, 0.61), approx_shrec_filter(48, 64))
+    assert not np.array_equal(approx_shrec_filter(64, 64, 0.3), approx_shrec_filter(64, 64))
+    g = golden("reconstruction")
+    ts = fd.tiltseries(g["projections"], g["theta_deg"], 10.0)
+    default = fd.reconstruct(ts, scratch_dir=tmp_path).values
+    assert np.array_equal(fd.reconstruct(ts, crowther=0.61, scratch_dir=tmp_path).values, default)
+    assert not np.array_equal(fd.reconstruct(ts, crowther=0.3, scratch_dir=tmp_path).values, default)
+    with pytest.raises(fd.InputError, match="crowther"):
+        fd.reconstruct(ts, crowther=1.5)

@@ -141,7 +141,7 @@ def bin_tilts(ts: np.ndarray | torch.Tensor, factor: int) -> np.ndarray | torch.
     return out.cpu().numpy() if as_numpy else out
 
 
-def approx_shrec_filter(ny: int, nx: int) -> np.ndarray:
+def approx_shrec_filter(ny: int, nx: int, crowther: float = 0.61) -> np.ndarray:
     """The reverse-engineered SHREC reconstruction filter "approxShrec" (METHOD §5.2).
 
     Built on a square ``size x size`` grid, ``size = max(ny, nx)``, ``nyquist = size // 2``:
@@ -149,8 +149,9 @@ def approx_shrec_filter(ny: int, nx: int) -> np.ndarray:
     - Gaussian ``exp(-(x²/(2σx²) + y²/(2σy²))) + 0.33`` on the centred grid
       ``-size//2 + 1 … size//2`` (both axes), ``σx = int(0.34·size)``,
       ``σy = int(0.20·size)``;
-    - ramp along x ``min(|k - nyquist| / crowther, 1)``, ``k = 0 … size-1``,
-      ``crowther = int(0.61·nyquist)``, identical for every row;
+    - ramp along x ``min(|k - nyquist| / c, 1)``, ``k = 0 … size-1``,
+      ``c = int(crowther·nyquist)`` (the Crowther frequency, 0.61 in SHREC), identical for
+      every row;
     - circular mask ``distance < nyquist + 1``, distance measured from index
       ``(nyquist, nyquist)``, i.e. on the grid ``-size//2 … size - 1 - size//2``. This grid is
       one sample off the Gaussian's; that is what the original does (the golden arrays match
@@ -162,6 +163,8 @@ def approx_shrec_filter(ny: int, nx: int) -> np.ndarray:
     ----------
     ny, nx : int
         Tilt rows and columns (pixels) the filter is applied to.
+    crowther : float
+        Where the ramp reaches 1, as a fraction of Nyquist (SHREC: 0.61).
 
     Returns
     -------
@@ -171,6 +174,8 @@ def approx_shrec_filter(ny: int, nx: int) -> np.ndarray:
     """
     if ny < 1 or nx < 1:
         raise ValueError(f"filter size must be positive, got {ny} x {nx}")
+    if not 0 < crowther <= 1:
+        raise ValueError(f"crowther must be a fraction of Nyquist in (0, 1], got {crowther}")
     size = max(ny, nx)
     nyquist = size // 2
     centred = np.arange(-size // 2 + 1, size // 2 + 1, dtype=np.float64)
@@ -178,8 +183,8 @@ def approx_shrec_filter(ny: int, nx: int) -> np.ndarray:
     sigma_x = int(0.34 * size)
     sigma_y = int(0.20 * size)
     gauss = np.exp(-(xx**2 / (2.0 * sigma_x**2) + yy**2 / (2.0 * sigma_y**2))) + 0.33
-    crowther = int(0.61 * nyquist)
-    ramp = np.minimum(np.abs(np.arange(size, dtype=np.float64) - nyquist) / crowther, 1.0)
+    c = max(int(crowther * nyquist), 1)
+    ramp = np.minimum(np.abs(np.arange(size, dtype=np.float64) - nyquist) / c, 1.0)
     # The mask's centre is index (nyquist, nyquist), one sample away from the Gaussian's.
     mask_grid = np.arange(size, dtype=np.float64) - nyquist
     my, mx = np.meshgrid(mask_grid, mask_grid, indexing="ij")
@@ -220,7 +225,9 @@ def ramp_filter(ny: int, nx: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(kx[None, :], (ny, nx)))
 
 
-def make_filter(name: FilterName | str, ny: int, nx: int) -> np.ndarray | None:
+def make_filter(
+    name: FilterName | str, ny: int, nx: int, *, crowther: float | None = None
+) -> np.ndarray | None:
     """Filter array by name.
 
     Parameters
@@ -229,6 +236,8 @@ def make_filter(name: FilterName | str, ny: int, nx: int) -> np.ndarray | None:
         Which filter.
     ny, nx : int
         Tilt rows and columns (pixels).
+    crowther : float, optional
+        Crowther fraction for ``"approx_shrec"`` (default 0.61).
 
     Returns
     -------
@@ -236,7 +245,7 @@ def make_filter(name: FilterName | str, ny: int, nx: int) -> np.ndarray | None:
         ``None`` for ``"none"`` (no Fourier filtering at all).
     """
     if name == "approx_shrec":
-        return approx_shrec_filter(ny, nx)
+        return approx_shrec_filter(ny, nx) if crowther is None else approx_shrec_filter(ny, nx, crowther)
     if name == "ramp":
         return ramp_filter(ny, nx)
     if name == "none":

@@ -30,17 +30,21 @@ from ._common import gpu_annotation, resolve_device
 FILTERS = ("approx_shrec", "ramp", "none")
 
 
-def _bin_filter_block(block: np.ndarray, binning: int, filter_name: str) -> np.ndarray:
+def _bin_filter_block(
+    block: np.ndarray, binning: int, filter_name: str, crowther: float | None
+) -> np.ndarray:
     from ..cluster import set_torch_threads
     from ..kernels.filters import apply_fourier_filter, bin_tilts, make_filter
 
     set_torch_threads()
     binned = bin_tilts(np.asarray(block, np.float32), binning)
-    filt = make_filter(filter_name, binned.shape[1], binned.shape[2])
+    filt = make_filter(filter_name, binned.shape[1], binned.shape[2], crowther=crowther)
     return apply_fourier_filter(binned, filt)
 
 
-def filter_tilts(ts: xr.DataArray, *, binning: int = 2, filter: str = "approx_shrec") -> xr.DataArray:
+def filter_tilts(
+    ts: xr.DataArray, *, binning: int = 2, filter: str = "approx_shrec", crowther: float | None = None
+) -> xr.DataArray:
     """Bin (cubic spline, as scipy.ndimage.zoom) and Fourier-filter every tilt, lazily.
 
     Returns a ``(tilt, y', x')`` float32 tilt-series with whole-tilt chunks ``(1, Y', X')``.
@@ -51,12 +55,14 @@ def filter_tilts(ts: xr.DataArray, *, binning: int = 2, filter: str = "approx_sh
         raise InputError(f"unknown filter '{filter}' (choose {', '.join(FILTERS)})")
     if binning < 1:
         raise InputError(f"binning must be ≥ 1, got {binning}")
+    if crowther is not None and not 0 < crowther <= 1:
+        raise InputError(f"crowther must be a fraction of Nyquist in (0, 1], got {crowther}")
     T, Y, X = ts.shape
     ny, nx = binned_shape(Y, X, binning)
     data = ts.data if isinstance(ts.data, da.Array) else da.from_array(np.asarray(ts.data))
     whole = data.astype(np.float32).rechunk({0: 1, 1: -1, 2: -1})
     out = whole.map_blocks(
-        _bin_filter_block, binning, filter, chunks=((1,) * T, (ny,), (nx,)), dtype=np.float32
+        _bin_filter_block, binning, filter, crowther, chunks=((1,) * T, (ny,), (nx,)), dtype=np.float32
     )
     pixel = datamodel.pixel_size_of(ts) * binning
     return datamodel.tiltseries(out, ts["tilt"].values, pixel, name=ts.name)
@@ -84,6 +90,7 @@ def reconstruct(
     *,
     binning: int = 2,
     filter: str = "approx_shrec",
+    crowther: float | None = None,
     z_valid: tuple[float, float] | None = None,
     thickness: int | None = None,
     cy: int | None = None,
@@ -101,6 +108,8 @@ def reconstruct(
         Binning factor b in y and x (cubic spline, as the paper: 2).
     filter : {"approx_shrec", "ramp", "none"}
         2D Fourier filter before back-projection.
+    crowther : float, optional
+        approxShrec's Crowther frequency as a fraction of Nyquist (default 0.61, SHREC).
     z_valid : (float, float), optional
         Keep this relative z-range (SHREC: 0.32226, 0.67382).
     thickness : int, optional
@@ -126,7 +135,7 @@ def reconstruct(
         raise InputError(f"z_valid must satisfy 0 ≤ lo < hi ≤ 1, got {z_valid}")
     device = resolve_device(device)
     angles = np.asarray(ts["tilt"].values, np.float64)
-    filtered = filter_tilts(ts, binning=binning, filter=filter)
+    filtered = filter_tilts(ts, binning=binning, filter=filter, crowther=crowther)
     T, ny, nx = filtered.shape
     nz = int(thickness or nx)
     cy = cy or chunking.choose_cy(ny, nx, max(T, nz), task_bytes=task_bytes)
