@@ -13,6 +13,8 @@ from .config import RunConfig, load_config
 from .datamodel import tiltseries, volume
 from .errors import FaketError, InputError, OutputExistsError
 from .formats.convert import angles_from_range, export_mrc, import_mrc, load_mrc
+from .noise_model import NoiseModel
+from .stages.noise import add_noise, estimate_noise
 from .stages.projection import project
 from .stages.reconstruction import reconstruct
 from .store import open, open_var, save  # noqa: A004 - `open` is the documented API name
@@ -22,10 +24,13 @@ __version__ = "0.1.0"
 __all__ = [
     "FaketError",
     "InputError",
+    "NoiseModel",
     "OutputExistsError",
     "RunConfig",
+    "add_noise",
     "angles_from_range",
     "connect",
+    "estimate_noise",
     "export_mrc",
     "import_mrc",
     "load_config",

@@ -215,6 +215,11 @@ def config_cmd() -> None:
 
 from .commands import noise as _noise_commands  # noqa: E402
 app.add_typer(_noise_commands.app, name="noise")
+from .commands.microscope import microscope_cmd  # noqa: E402
+app.command("microscope")(microscope_cmd)
+from .commands.specimen import export_particles_cmd, specimen_cmd  # noqa: E402
+app.command("specimen")(specimen_cmd)
+app.command("export-particles")(export_particles_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
