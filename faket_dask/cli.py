@@ -21,18 +21,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Cluster options shared by every command that computes.
-Scheduler = Annotated[Optional[str], typer.Option(help="Address of a running Dask scheduler to join.")]
-Workers = Annotated[Optional[int], typer.Option(min=1, help="Workers of the local cluster (default: one per core).")]
-Gpus = Annotated[bool, typer.Option("--gpus", help="Use a dask-cuda LocalCUDACluster (one worker per GPU).")]
-ClusterFile = Annotated[Optional[Path], typer.Option("--cluster", help="YAML cluster description (cluster/*.yaml).")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
-
-
-def _connect(scheduler, workers, gpus, cluster_file, *, processes: bool = True):
-    from .cluster import connect
-
-    return connect(scheduler, workers=workers, gpus=gpus, cluster_file=cluster_file, processes=processes)
+# Cluster options shared by every command that computes live in commands/ (no import cycle).
+from .commands import ClusterFile, Gpus, Overwrite, Scheduler, Workers  # noqa: E402
+from .commands import connect as _connect  # noqa: E402
 
 
 @app.command("import-mrc")

@@ -1,8 +1,8 @@
 """Sub-commands of the ``faket-dask`` CLI, one module per topic.
 
 ``faket_dask/cli.py`` registers them (e.g. ``app.add_typer(noise.app, name="noise")``).
-The cluster options below repeat the ones of ``cli.py`` (same flags and help) so that these
-modules need not import ``cli`` (which imports them: a cycle).
+The cluster options below are the single definition used by ``cli.py`` and every sub-command
+(they live here, not in ``cli``, because ``cli`` imports the sub-commands).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-# Cluster options shared by every command that computes (identical to cli.py's).
+# Cluster options shared by every command that computes.
 Scheduler = Annotated[Optional[str], typer.Option(help="Address of a running Dask scheduler to join.")]
 Workers = Annotated[Optional[int], typer.Option(min=1, help="Workers of the local cluster (default: one per core).")]
 Gpus = Annotated[bool, typer.Option("--gpus", help="Use a dask-cuda LocalCUDACluster (one worker per GPU).")]
