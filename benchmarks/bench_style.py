@@ -4,7 +4,8 @@ For a stack of ``--tilts`` × ``--size``² (random VGG-19 weights, seeded struct
 content/init/style stacks already normalised to [0, 1]) it times
 
 * ``fast``: :func:`faket_dask.kernels.style_transfer.stylise` (hand-written forward/backward,
-  ``--batch`` tilts per pass);
+  ``--batch`` tilts per pass, ``--algorithm``: "auto" picks NNPACK Winograd for the deep
+  convs when single-threaded, direct oneDNN otherwise);
 * ``reference``: :func:`~faket_dask.kernels.style_transfer.stylise_reference` (one tilt at a
   time, autograd, ``torch.optim.Adam``, style Grams recomputed per tilt, NCHW), the way the
   original FakET code runs on CPU;
@@ -12,9 +13,10 @@ content/init/style stacks already normalised to [0, 1]) it times
 each in its own spawned process (``--repeats`` times, alternating), so that the peak RSS
 belongs to one implementation: ``peak_rss_mb`` is the process's ``ru_maxrss`` (building the
 VGG included), ``call_peak_rss_mb`` the high-water mark of the call alone (``VmHWM`` after
-resetting it through ``/proc/self/clear_refs``, Linux). The inputs are handed over as .npy files. Wall
-time and CPU time are reported (CPU time is less disturbed by other processes on the machine;
-the load average before/after is recorded too). Prints JSON.
+resetting it through ``/proc/self/clear_refs``, Linux). The inputs are handed over as .npy
+files. Wall and CPU time are reported (CPU time is less disturbed by other processes on the
+machine; the load average before/after is recorded too). ``--threads 1`` is the Dask
+worker's setting (one torch thread per worker process). Prints JSON.
 
     python benchmarks/bench_style.py --tilts 61 --size 256 --threads 2 --out bench_style.json
 """
@@ -90,6 +92,7 @@ def _worker(impl: str, data_dir: str, out_path: str, threads: int, batch: int | 
         res["batch"] = batch or st.default_batch(c.shape[-2:])
         res["precision"] = precision
         res["algorithm"] = algorithm
+        res["streams"] = "auto (torch threads)"
     else:
         out = st.stylise_reference(vgg, c, x, s)
     res["time_s"] = round(time.perf_counter() - w0, 3)

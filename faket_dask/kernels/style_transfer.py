@@ -27,23 +27,37 @@ Why the fast path is written by hand
 Adam's first step is ``lr·g/(|g| + eps)``: only the *sign* of each gradient element matters,
 and the work is four VGG passes per tilt (style targets, content targets, forward and backward
 of ``x``), ~76 G multiply-adds at 256², nearly all in 3×3 convolutions that oneDNN already
-runs close to peak. :func:`stylise` therefore
+runs close to peak (the autograd reference reaches ~75 % of this CPU's fp32 peak at 2
+threads). :func:`stylise` therefore
 
 * computes the convs from conv3_1 on (74 % of the multiply-adds) with NNPACK's Winograd
-  transform on CPU (``algorithm="auto"``), ~2× fewer operations than a direct conv;
+  transform when torch runs single-threaded on CPU, as in a Dask worker with one thread
+  (``algorithm="auto"``): ~2× fewer operations than a direct conv;
 * runs its own reverse mode instead of autograd: the backward of a conv is the conv with
   flipped weights / ``conv_transpose2d`` (no weight gradients, no saved inputs), of a ReLU a
-  multiply by a saved boolean mask, of a max-pool an unpool with the saved indices, so ~4×
-  less memory is held for the backward;
+  multiply by a saved boolean mask, of a max-pool an unpool with the saved indices, so less
+  memory is held for the backward (~2.6 kB per pixel instead of ~4.8 kB);
 * forms the tap-layer loss gradients in closed form during the forward pass; the Gram
   gradient ``(dG + dGᵀ) F / n`` is one matmul instead of autograd's two;
-* batches several tilts per pass (each tilt's ScaledMSE has its own normalisers, so the
-  gradient of the summed loss is each tilt's own gradient) and runs the target passes with no
-  autograd bookkeeping; style Grams can be computed once (:func:`style_grams`) and reused.
+* can batch several tilts per pass (each tilt's ScaledMSE has its own normalisers, so the
+  gradient of the summed loss is each tilt's own gradient; on CPU one 256² tilt per pass is
+  fastest, see :func:`default_batch`), runs the target passes without autograd bookkeeping,
+  and takes style Grams computed once (:func:`style_grams`).
+
+With more than one torch thread, :func:`stylise` runs blocks of tilts concurrently in
+single-threaded streams (``streams``) instead of relying on intra-op threads: at 2 threads the
+direct convs are already near peak (an intra-op-parallel fast path is no faster than the
+reference there) and NNPACK's own pool does not scale on the small deep maps.
+
+Measured on 2 Zen 4 cores, 61 × 256², random weights (``benchmarks/bench_style.py``): 1.5×
+the throughput of :func:`stylise_reference` at 1 thread and at 2 (see the benchmark for the
+numbers). Tried and rejected: channels_last (1.1×, 3× more sign flips), Winograd in plain
+torch (MKL runs AVX2 SGEMM on AMD: no gain), oneDNN grouped-conv Winograd (slower), bf16 in
+the deep layers (1.4×, but ~2 % of pixels move by > 1e-4).
 
 :func:`stylise_reference` is the straightforward autograd/``torch.optim.Adam`` loop, one tilt
-at a time, kept as the oracle (tests, ``benchmarks/bench_style.py``). :func:`stylise_tiled`
-processes tilts too large for memory in tiles with the same result.
+at a time, kept as the oracle (tests, benchmark). :func:`stylise_tiled` processes tilts too
+large for memory in tiles with the same result.
 
 Exactness
 ---------
@@ -53,8 +67,10 @@ normalised units) or, where |g| ≈ 1e-8, by less. The rate of such pixels follo
 convolutions' rounding error. oneDNN's plain-NCHW kernels (3e-7 relative) reproduce the golden
 file to ≤ 1e-3 × the tilt's std on all but 1–3 of 20480 pixels; its channels_last kernels
 (2e-6) on 7, and Winograd in conv1_x/conv2_x (1e-5) on 9–22, whereas Winograd from conv3_1 on
-changes nothing measurable (1–3 pixels). Hence: NCHW everywhere on CPU, Winograd only from
-conv3_1. The final per-tilt mean/std match uses population std (``ddof=0``) on both sides.
+changes nothing measurable (1–3 pixels; against the reference at 256²: no sign flips, 0.02 %
+of pixels beyond 1e-4). Hence NCHW on CPU and Winograd only from conv3_1. The final per-tilt
+mean/std match uses population std (``ddof=0``) on both sides (the golden's styled stds equal
+the style stds to 1e-7; mixing ddofs would leave 1.2e-4).
 """
 from __future__ import annotations
 
@@ -65,6 +81,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -75,12 +92,14 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "Algorithm",
     "CONTENT_LAYERS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "NSTParams",
     "Precision",
     "STYLE_LAYERS",
+    "WINOGRAD_FROM",
     "WeightsUnavailableError",
     "build_vgg",
     "clear_vgg_cache",
@@ -110,10 +129,11 @@ LAST_LAYER = 29
 Precision = Literal["fp32", "tf32", "bf16"]
 WeightsSpec = str | os.PathLike
 
-# Tilts × pixels per forward/backward pass of :func:`stylise` when ``batch`` is not given (4 tilts
-# at 256², ~0.7 GB at the peak): batches beyond a few tilts do not run faster on CPU (the convs
-# are large GEMMs already), they only hold more memory (see default_batch).
-_DEFAULT_BATCH_PIXELS = 2**18
+# Tilts × pixels per pass of :func:`stylise` when ``batch`` is not given. CPU: one 256² tilt's
+# activations (16 MB per 64-channel map) still fit the L3 cache, four do not, and measured at
+# 2 threads a batch of 4 ran 15 % slower than one tilt at a time; small tilts are still
+# batched to amortise per-call overheads. GPU: ~2.7 GB of activations at 2.6 kB per pixel.
+_DEFAULT_BATCH_PIXELS = {"cpu": 2**16, "cuda": 2**20}
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -467,7 +487,10 @@ def _nnpack_ok() -> bool:
 
 
 # "auto" uses Winograd from this many pixels per tilt on: below ~128² NNPACK's per-call overhead
-# on the small deep feature maps makes it slower than oneDNN (measured 2x slower at 64²).
+# on the small deep feature maps makes it slower than oneDNN (measured 2x slower at 64²). And
+# only single-threaded: NNPACK's own thread pool scales poorly on the small deep maps and
+# competes with the OpenMP pool of the other ops (measured at 2 threads: no faster than
+# direct). The Dask stage runs one torch thread per worker process, NNPACK's best case.
 _WINOGRAD_MIN_PIXELS = 192 * 192
 
 
@@ -483,7 +506,9 @@ def _use_winograd(algorithm: Algorithm, device: torch.device, precision: Precisi
         if algorithm == "winograd":
             raise RuntimeError("algorithm='winograd' needs a torch build with NNPACK")
         return False
-    return algorithm == "winograd" or npix >= _WINOGRAD_MIN_PIXELS
+    if algorithm == "winograd":
+        return True
+    return npix >= _WINOGRAD_MIN_PIXELS and torch.get_num_threads() == 1
 
 
 def _plan(vgg: nn.Module, device: torch.device, winograd: bool = False,
@@ -620,13 +645,48 @@ def _resolve_device(vgg: nn.Module, device: torch.device | str | None) -> torch.
 
 
 def default_batch(shape: tuple[int, int], device: torch.device | str | None = None) -> int:
-    """Tilts per pass used when ``batch`` is not given: ``max(1, 2**18 // (H·W))`` (4 at 256²).
+    """Tilts per pass when ``batch`` is not given: ``max(1, P // (H·W))`` with ``P = 2**16``
+    on CPU (one tilt at 256², 16 at 64²) and ``2**20`` on CUDA.
 
-    :func:`stylise` holds ~2.6 kB per pixel and tilt of the batch at its peak (measured at
-    256² on CPU: +270 MB for 1 tilt, +685 MB for 4), the autograd reference ~4.8 kB.
+    Memory: :func:`stylise` holds ~2.6 kB per pixel and tilt of the batch at its peak
+    (measured at 256² on CPU: +270 MB for 1 tilt, +685 MB for 4; the autograd reference
+    +316 MB for its single tilt).
     """
-    del device  # same rule everywhere for now (see _DEFAULT_BATCH_PIXELS)
-    return max(1, _DEFAULT_BATCH_PIXELS // (int(shape[0]) * int(shape[1])))
+    kind = torch.device(device).type if device is not None else "cpu"
+    budget = _DEFAULT_BATCH_PIXELS.get(kind, _DEFAULT_BATCH_PIXELS["cpu"])
+    return max(1, budget // (int(shape[0]) * int(shape[1])))
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE = {"users": 0, "saved": 1}
+
+
+@contextlib.contextmanager
+def _single_threaded_torch() -> Iterator[None]:
+    """torch intra-op threads = 1 while any caller is inside (reference counted, so that
+    concurrent calls restore the caller's setting only when the last one leaves)."""
+    with _THREADS_LOCK:
+        if _THREADS_STATE["users"] == 0:
+            _THREADS_STATE["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _THREADS_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_STATE["users"] -= 1
+            if _THREADS_STATE["users"] == 0:
+                torch.set_num_threads(_THREADS_STATE["saved"])
+
+
+def _n_streams(streams: int | None, device: torch.device, n_blocks: int) -> int:
+    if device.type != "cpu":
+        return 1
+    if streams is None:
+        streams = torch.get_num_threads() if _THREADS_STATE["users"] == 0 else 1
+    if streams < 1:
+        raise ValueError(f"streams must be >= 1, got {streams}")
+    return max(1, min(int(streams), n_blocks))
 
 
 # --------------------------------------------------------------------------------------------
@@ -982,7 +1042,7 @@ def style_grams(
     dev = _resolve_device(vgg, device)
     s = _as_stack(style, "style", dev)
     plan = _make_plan(vgg, dev, precision, algorithm, s.shape[-1] * s.shape[-2])
-    b = batch or default_batch(s.shape[-2:])
+    b = batch or default_batch(s.shape[-2:], dev)
     parts: dict[int, list[torch.Tensor]] = {l: [] for l in p.style_layers}
     with _precision(precision, dev):
         for i0 in range(0, s.shape[0], b):
@@ -1002,10 +1062,11 @@ def stylise(
     batch: int | None = None,
     precision: Precision = "fp32",
     algorithm: Algorithm = "auto",
+    streams: int | None = None,
     device: torch.device | str | None = None,
     **overrides: Any,
 ) -> np.ndarray:
-    """Style-transfer a block of tilts (METHOD §4), several tilts per VGG pass.
+    """Style-transfer a block of tilts (METHOD §4): the fast path.
 
     Parameters
     ----------
@@ -1019,7 +1080,8 @@ def stylise(
     params : NSTParams, optional
         Method settings; ``**overrides`` replace single fields (``lr=0.1``, ``iterations=2``).
     batch : int, optional
-        Tilts per pass (default :func:`default_batch`). Does not change the result.
+        Tilts per pass (default :func:`default_batch`). Changes only the rounding (each
+        tilt's gradient agrees to ~1e-6 relative), as does torch's thread count.
     precision : {"fp32", "tf32", "bf16"}
         ``fp32`` (default) is IEEE float32 throughout. ``tf32`` allows TF32 on CUDA (no-op on
         CPU); ``bf16`` autocasts convolutions/matmuls to bfloat16 (losses stay float32). Both
@@ -1028,10 +1090,19 @@ def stylise(
         How the 3×3 convolutions are computed. ``direct``: oneDNN/cuDNN direct convolution,
         as the original (on CPU it reproduces :func:`stylise_reference` to ~1e-4 on all but a
         handful of pixels). ``winograd`` (CPU, fp32/tf32): the convs from conv3_1 on (74 % of
-        the work) through NNPACK's Winograd transform, ~2× faster per conv, relative error
-        ~1e-5 instead of ~3e-7; measured to flip no more gradient signs than ``direct``.
-        ``auto`` (default): ``winograd`` on CPU for tilts of ≥ 192² pixels when NNPACK is
-        available, else ``direct``.
+        the multiply-adds) through NNPACK's Winograd transform, ~2× faster per conv
+        single-threaded, relative error ~1e-5 instead of ~3e-7; measured to flip no more
+        gradient signs than ``direct`` (module docstring). ``auto`` (default): ``winograd``
+        on CPU when torch runs single-threaded (one thread per Dask worker, or in
+        ``streams``), the tilt has ≥ 192² pixels and NNPACK is available; else ``direct``.
+    streams : int, optional
+        CPU only: process blocks of tilts in this many threads at once, each running torch
+        single-threaded (the process-wide torch thread count is set to 1 for the duration of
+        the call and restored after). Tilt-level parallelism scales better than torch's
+        intra-op threads here (measured at 2 threads: 1.5× instead of ~1×) and lets ``auto``
+        use Winograd. Default: ``torch.get_num_threads()`` on CPU (capped at the number of
+        blocks); ``1`` keeps the caller's threading untouched. The result is bit-identical
+        to ``streams=1`` run with one torch thread (same ``algorithm``).
     device : torch device, optional
         Default: the device of ``vgg``.
 
@@ -1043,7 +1114,8 @@ def stylise(
     Notes
     -----
     NNPACK sizes its thread pool once per process from ``torch.get_num_threads()`` at its first
-    use: set the torch thread count before the first call (Dask workers do).
+    use: run the first Winograd call single-threaded (Dask workers with one thread do, and so
+    does ``streams``), or its pool serialises concurrent calls.
     """
     p = _params(params, overrides)
     dev = _resolve_device(vgg, device)
@@ -1051,7 +1123,6 @@ def stylise(
     x0 = _as_stack(init, "init", dev)
     if c.shape != x0.shape:
         raise ValueError(f"content {tuple(c.shape)} and init {tuple(x0.shape)} differ")
-    plan = _make_plan(vgg, dev, precision, algorithm, c.shape[-1] * c.shape[-2])
     grams_in = _is_grams(style)
     if grams_in:
         if len(style) != len(p.style_layers):
@@ -1065,11 +1136,15 @@ def stylise(
         if s.shape[0] != c.shape[0]:
             raise ValueError(f"{s.shape[0]} style tilts for {c.shape[0]} content tilts")
     t = c.shape[0]
-    b = batch or default_batch(c.shape[-2:])
+    b = batch or default_batch(c.shape[-2:], dev)
+    blocks = [slice(i0, min(i0 + b, t)) for i0 in range(0, t, b)]
+    n_streams = _n_streams(streams, dev, len(blocks))
     out = np.empty(tuple(c.shape), np.float32)
-    with _precision(precision, dev):
-        for i0 in range(0, t, b):
-            sl = slice(i0, min(i0 + b, t))
+
+    def run(sl: slice) -> None:
+        # autocast and inference mode are per thread: enter them in the thread that computes
+        with _precision(precision, dev):
+            plan = _make_plan(vgg, dev, precision, algorithm, c.shape[-1] * c.shape[-2])
             cf, sg = _targets(plan, c[sl], None if grams_in else s[sl], p)
             if grams_in:
                 sg = {l: g[sl] for l, g in zip(p.style_layers, grams_all)}
@@ -1079,6 +1154,14 @@ def stylise(
                 _, grad = _loss_and_grad(plan, x, cf, sg, p)
                 opt.update(grad)
             out[sl] = opt.result().float().cpu().numpy()
+
+    if n_streams == 1:
+        for sl in blocks:
+            run(sl)
+    else:
+        with _single_threaded_torch(), ThreadPoolExecutor(n_streams) as pool:
+            for _ in pool.map(run, blocks):  # re-raises the first error
+                pass
     return out
 
 
@@ -1173,6 +1256,7 @@ def style_transfer_stack(
     tile: int | None = None,
     precision: Precision = "fp32",
     algorithm: Algorithm = "auto",
+    streams: int | None = None,
     device: torch.device | str | None = None,
     **overrides: Any,
 ) -> np.ndarray:
@@ -1185,8 +1269,8 @@ def style_transfer_stack(
         original units.
     vgg : torch.nn.Module
         From :func:`build_vgg` / :func:`get_vgg`.
-    params, batch, precision, algorithm, device, **overrides
-        As in :func:`stylise`.
+    params, batch, precision, algorithm, streams, device, **overrides
+        As in :func:`stylise` (``streams`` is not used with ``tile``).
     tile : int, optional
         Use :func:`stylise_tiled` with this tile size (pixels, a multiple of 16).
 
@@ -1199,7 +1283,7 @@ def style_transfer_stack(
     c, s, x = normalise(content), normalise(s_raw), normalise(init)
     if tile is None:
         out = stylise(vgg, c, x, s, params=params, batch=batch, precision=precision,
-                      algorithm=algorithm, device=device, **overrides)
+                      algorithm=algorithm, streams=streams, device=device, **overrides)
     else:
         out = stylise_tiled(vgg, c, x, s, tile=tile, params=params, precision=precision,
                             algorithm=algorithm, device=device, **overrides)
@@ -1463,7 +1547,7 @@ def stylise_tiled(
     halo_f = tile_halo(p, backward=False)
     halo_b = tile_halo(p, backward=True)
     tiles = _tiles(h, w, tile)
-    b = batch or default_batch((min(h, tile + 2 * halo_b), min(w, tile + 2 * halo_b)))
+    b = batch or default_batch((min(h, tile + 2 * halo_b), min(w, tile + 2 * halo_b)), dev)
     out = np.empty((t, h, w), np.float32)
     with _precision(precision, dev):
         for i0 in range(0, t, b):

@@ -309,3 +309,21 @@ def test_random_vgg_equals_torchvision_construction(vgg, torchvision_vgg19):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
     other = st.build_vgg("random", seed=1)
     assert not torch.equal(other[0].weight, vgg[0].weight)
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "winograd"])
+def test_streams_do_not_change_the_result(vgg, normalised, algorithm):
+    """Tilt blocks in concurrent single-threaded streams == one after the other."""
+    if algorithm == "winograd" and not st._nnpack_ok():
+        pytest.skip("torch build without NNPACK")
+    c, x, s = (a[:4] for a in normalised)
+    threads = torch.get_num_threads()
+    # torch's reductions round differently with other thread counts: compare like with like
+    torch.set_num_threads(1)
+    try:
+        one = st.stylise(vgg, c, x, s, batch=1, streams=1, algorithm=algorithm)
+    finally:
+        torch.set_num_threads(threads)
+    two = st.stylise(vgg, c, x, s, batch=1, streams=2, algorithm=algorithm)
+    np.testing.assert_array_equal(one, two)
+    assert torch.get_num_threads() == threads  # the caller's setting is restored
