@@ -17,6 +17,7 @@ from .noise_model import NoiseModel
 from .stages.noise import add_noise, estimate_noise
 from .stages.projection import project
 from .stages.reconstruction import reconstruct
+from .stages.style_transfer import style_grams_dataset, style_transfer
 from .store import open, open_var, save  # noqa: A004 - `open` is the documented API name
 
 __version__ = "0.1.0"
@@ -40,6 +41,8 @@ __all__ = [
     "project",
     "reconstruct",
     "save",
+    "style_grams_dataset",
+    "style_transfer",
     "tiltseries",
     "volume",
 ]

@@ -109,6 +109,8 @@ __all__ = [
     "imagenet_weights_path",
     "match_mean_std",
     "normalise",
+    "resolve_algorithm",
+    "single_threaded_torch",
     "style_grams",
     "style_transfer_stack",
     "stylise",
@@ -511,6 +513,29 @@ def _use_winograd(algorithm: Algorithm, device: torch.device, precision: Precisi
     return npix >= _WINOGRAD_MIN_PIXELS and torch.get_num_threads() == 1
 
 
+def resolve_algorithm(
+    algorithm: Algorithm, device: torch.device | str | None, precision: Precision,
+    shape: tuple[int, int], *, single_threaded: bool = True,
+) -> Literal["winograd", "direct"]:
+    """What ``algorithm`` means for tilts of ``shape`` on ``device``: ``"winograd"`` or
+    ``"direct"``.
+
+    ``"auto"`` is resolved as :func:`stylise` resolves it when torch runs single-threaded
+    (``single_threaded=True``, as inside a Dask task of the style-transfer stage) or with the
+    current thread count (``False``). The Dask stage fixes the result when it builds the graph,
+    so every task uses the same arithmetic whatever its worker's thread count.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    npix = int(shape[0]) * int(shape[1])
+    if precision not in ("fp32", "tf32", "bf16"):
+        raise ValueError(f"precision must be 'fp32', 'tf32' or 'bf16', got {precision!r}")
+    if algorithm == "auto" and single_threaded:
+        ok = (dev.type == "cpu" and precision != "bf16" and npix >= _WINOGRAD_MIN_PIXELS
+              and _nnpack_ok())
+        return "winograd" if ok else "direct"
+    return "winograd" if _use_winograd(algorithm, dev, precision, npix) else "direct"
+
+
 def _plan(vgg: nn.Module, device: torch.device, winograd: bool = False,
           memory_format: torch.memory_format = torch.contiguous_format) -> _Plan:
     """Weights of ``vgg`` as plain tensors on ``device`` (cached per module and settings).
@@ -664,10 +689,17 @@ _THREADS_STATE = {"users": 0, "saved": 1}
 @contextlib.contextmanager
 def _single_threaded_torch() -> Iterator[None]:
     """torch intra-op threads = 1 while any caller is inside (reference counted, so that
-    concurrent calls restore the caller's setting only when the last one leaves)."""
+    concurrent calls restore the caller's setting only when the last one leaves).
+
+    torch's OpenMP/MKL thread counts are per OS thread (a thread takes the process-wide value
+    only at its first parallel op), so every entering thread sets its own: a reused thread,
+    such as a Dask worker's, would otherwise keep its old count. A thread that leaves while
+    others are still inside keeps one thread until something sets it again.
+    """
     with _THREADS_LOCK:
         if _THREADS_STATE["users"] == 0:
             _THREADS_STATE["saved"] = torch.get_num_threads()
+        if _THREADS_STATE["users"] == 0 or torch.get_num_threads() != 1:
             torch.set_num_threads(1)
         _THREADS_STATE["users"] += 1
     try:
@@ -677,6 +709,11 @@ def _single_threaded_torch() -> Iterator[None]:
             _THREADS_STATE["users"] -= 1
             if _THREADS_STATE["users"] == 0:
                 torch.set_num_threads(_THREADS_STATE["saved"])
+
+
+#: Public name of the reference-counted single-thread context (used by the Dask stage: its
+#: tasks run the kernel with one torch thread so results do not depend on the worker's threads).
+single_threaded_torch = _single_threaded_torch
 
 
 def _n_streams(streams: int | None, device: torch.device, n_blocks: int) -> int:
@@ -1012,6 +1049,7 @@ def style_grams(
     precision: Precision = "fp32",
     algorithm: Algorithm = "auto",
     device: torch.device | str | None = None,
+    tile: int | None = None,
     **overrides: Any,
 ) -> list[torch.Tensor]:
     """Gram matrices of the style tilts at the style layers (compute once, reuse).
@@ -1031,6 +1069,11 @@ def style_grams(
         As in :func:`stylise` (use the same for the Grams and the stylisation).
     device : torch device, optional
         Default: the device of ``vgg``.
+    tile : int, optional
+        Compute the Grams tile by tile (a multiple of 16), summing ``F Fᵀ`` over tiles as
+        :func:`stylise_tiled` does, so a large tilt's activations are never held whole; the
+        result is then exactly the Grams :func:`stylise_tiled` computes for itself (same
+        ``batch``).
 
     Returns
     -------
@@ -1041,12 +1084,27 @@ def style_grams(
     p = _params(params, overrides)
     dev = _resolve_device(vgg, device)
     s = _as_stack(style, "style", dev)
-    plan = _make_plan(vgg, dev, precision, algorithm, s.shape[-1] * s.shape[-2])
-    b = batch or default_batch(s.shape[-2:], dev)
+    h, w = s.shape[-2:]
+    plan = _make_plan(vgg, dev, precision, algorithm, h * w)
+    if tile is not None:
+        if tile <= 0 or tile % 16:
+            raise ValueError(f"tile must be a positive multiple of 16, got {tile}")
+        halo_f = tile_halo(p, backward=False)
+        tiles = _tiles(h, w, tile)
+        crop = (min(h, tile + 2 * tile_halo(p, backward=True)),
+                min(w, tile + 2 * tile_halo(p, backward=True)))
+        b = batch or default_batch(crop, dev)
+    else:
+        b = batch or default_batch(s.shape[-2:], dev)
     parts: dict[int, list[torch.Tensor]] = {l: [] for l in p.style_layers}
     with _precision(precision, dev):
         for i0 in range(0, s.shape[0], b):
-            _, sg = _targets(plan, None, s[i0:i0 + b], p)
+            if not p.style_layers:
+                break
+            if tile is not None:
+                sg = _tiled_grams(plan, s[i0:i0 + b], tiles, halo_f, p.style_layers)
+            else:
+                _, sg = _targets(plan, None, s[i0:i0 + b], p)
             for l in p.style_layers:
                 parts[l].append(sg[l])
     return [torch.cat(parts[l]) for l in p.style_layers]

@@ -1,0 +1,120 @@
+"""``faket-dask style`` (neural style transfer) and ``faket-dask fetch-weights``.
+
+::
+
+    faket-dask fetch-weights                  # once, on a machine with internet access
+    faket-dask style run.zarr --tomo 0 --style tomo_001/tiltseries/measured [--weights imagenet]
+
+``style`` reads ``tomo_NNN/tiltseries/content`` and ``.../noisy`` and writes
+``tomo_NNN/tiltseries/faket``. The style stack's Gram matrices are cached in the store at
+``style_grams/<GROUP_VAR>`` and reused while the settings they depend on are unchanged
+(otherwise that cache group alone is recomputed). Everything that can be checked without
+reading pixels (store, variables, shapes, tilt counts, tile, precision, weights, existing
+output) is checked before a cluster is started.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import ClusterFile, Gpus, Overwrite, Scheduler, Workers, connect
+
+
+def _cluster_has_gpus(client) -> bool:
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # older distributed
+        info = client.scheduler_info()
+    return any("GPU" in (w.get("resources") or {}) for w in info.get("workers", {}).values())
+
+
+def style_cmd(
+    store: Annotated[Path, typer.Argument(help="Run store with tomo_NNN/tiltseries/content and noisy.")],
+    style: Annotated[str, typer.Option("--style", help="GROUP/VAR of the style tilt-series (measured data of another tomogram, same tilt count).")],
+    tomo: Annotated[int, typer.Option(help="Tomogram index: reads and writes tomo_NNN/tiltseries.")] = 0,
+    weights: Annotated[str, typer.Option(help="VGG-19 weights: imagenet (local torch hub cache, see fetch-weights), random, or a state-dict file.")] = "imagenet",
+    seed: Annotated[int, typer.Option(help="Seed of --weights random.")] = 0,
+    tile: Annotated[Optional[int], typer.Option(help="Process tilts in TILE x TILE tiles (multiple of 16) to bound memory.")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Tilts per task (default 1 on CPU; on GPU as many as fit).")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, tf32 or bf16.")] = "fp32",
+    device: Annotated[str, typer.Option(help="auto (cuda when the cluster's workers offer GPU=1), cpu or cuda.")] = "auto",
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    gpus: Gpus = False,
+    cluster: ClusterFile = None,
+) -> None:
+    """Neural style transfer (METHOD.md §4): CONTENT styled like --style, from NOISY -> faket."""
+    from .. import store as st
+    from ..errors import InputError
+    from ..stages.style_transfer import (
+        PRECISIONS, check_inputs, grams_group, grams_match, load_style_grams, save_style_grams,
+        style_grams_dataset, style_transfer,
+    )
+
+    if not 0 <= tomo < 2**32:
+        raise InputError(f"--tomo must be in [0, 2**32), got {tomo}")
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, got '{device}'")
+    if not st.is_store(store):
+        st.open_root(store)  # one-line "no such store" / "not a Zarr store"
+    st.split_var_path(style)
+    group = st.tomo_group(tomo, "tiltseries")
+    content = st.open_var(store, f"{group}/content")
+    noisy = st.open_var(store, f"{group}/noisy")
+    style_ts = st.open_var(store, style)
+    style_ts.attrs["source"] = style.strip("/")  # names it in messages and in the output
+    kw = dict(weights=weights, seed=seed, tile=tile, batch=batch, precision=precision)
+    check_inputs(content, style_ts, noisy, device="cuda" if device == "cuda" else "cpu", **kw)
+    out_path = f"{group}/faket"
+    st.check_writable(store, out_path, overwrite=overwrite)
+    cache = grams_group(style)
+
+    with connect(scheduler, workers, gpus, cluster) as client:
+        dev = device if device != "auto" else ("cuda" if _cluster_has_gpus(client) else "cpu")
+        grams = load_style_grams(store, cache)
+        if grams is not None and grams_match(grams, style=style_ts, device=dev, **kw):
+            typer.echo(f"reusing style Grams {store}/{cache}")
+        else:
+            ds = style_grams_dataset(style_ts, device=dev, **kw)
+            save_style_grams(ds, store, cache, overwrite=True)
+            grams = load_style_grams(store, cache)
+            typer.echo(f"computed style Grams -> {store}/{cache}")
+        out = style_transfer(content, grams, noisy, device=dev, **kw)
+        out.attrs["style"] = style.strip("/")
+        path = st.save(
+            out, store, group, name="faket", overwrite=overwrite, progress="style transfer",
+            stage_info={
+                "stage": "style", "tomo": tomo, "style": style.strip("/"), "grams": cache,
+                "weights": out.attrs["nst_weights"], "seed": seed, "tile": tile,
+                "precision": precision, "algorithm": out.attrs["nst_algorithm"],
+                "device": out.attrs["nst_device"],
+            },
+        )
+    typer.echo(f"wrote {store}/{path} {tuple(out.shape)}")
+
+
+def fetch_weights_cmd() -> None:
+    """Download torchvision's ImageNet VGG-19 weights (IMAGENET1K_V1) into the torch hub cache."""
+    from ..errors import FaketError
+    from ..kernels import style_transfer as k
+
+    path = k.imagenet_weights_path()
+    if path.is_file():
+        typer.echo(f"already cached: {path}")
+        return
+    try:
+        got = k.fetch_imagenet_weights(progress=True)
+    except Exception as exc:  # noqa: BLE001 - offline, proxy, hash mismatch: one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise FaketError(
+            f"cannot download the ImageNet VGG-19 weights to {path} ({type(exc).__name__}: "
+            f"{first}); run `faket-dask fetch-weights` on a machine with internet access and copy "
+            "that file here (or point TORCH_HOME at its cache), or use --weights random / a "
+            "state-dict file"
+        ) from None
+    typer.echo(f"downloaded {got}")
