@@ -61,6 +61,6 @@ def compute(obj: Any, *, label: str = "computing") -> Any:
             print(f"{label} ...", file=sys.stderr, flush=True)
             # distributed's text bar writes to sys.stdout; keep stdout for results
             with contextlib.redirect_stdout(sys.stderr):
-                progress(futures)
+                progress(futures, notebook=False)  # no ipywidgets: a text bar in Jupyter too
             print(file=sys.stderr, flush=True)
     return client.gather(futures)
