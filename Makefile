@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(VENV)/bin/faket-dask demo $(DEMO_OUT) --overwrite
+	$(VENV)/bin/faket-dask demo $(DEMO_OUT)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -178,22 +178,6 @@ def reconstruct_cmd(
     typer.echo(f"wrote {store}/{path} {tuple(vol.shape)} (OME-NGFF, 3 levels)")
 
 
-@app.command("demo")
-def demo_cmd(
-    out_dir: Annotated[Path, typer.Argument(help="Output directory.")] = Path("demo-out"),
-    overwrite: Overwrite = False,
-    scheduler: Scheduler = None,
-    workers: Workers = None,
-    gpus: Gpus = False,
-    cluster: ClusterFile = None,
-) -> None:
-    """Run the embedded demo: a small synthetic specimen end to end."""
-    from .demo import run_demo
-
-    with _connect(scheduler, workers, gpus, cluster):
-        run_demo(out_dir, overwrite=overwrite)
-
-
 @app.command("config")
 def config_cmd() -> None:
     """Print the default run configuration (the paper's settings) as YAML."""
@@ -214,6 +198,9 @@ app.command("export-particles")(export_particles_cmd)
 from .commands.style import fetch_weights_cmd, style_cmd  # noqa: E402
 app.command("style")(style_cmd)
 app.command("fetch-weights")(fetch_weights_cmd)
+from .commands.simulate import demo_cmd, simulate_cmd  # noqa: E402
+app.command("simulate")(simulate_cmd)
+app.command("demo")(demo_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InputError
+from .stages.microscope import MicroscopeParams
 
 
 class _Strict(BaseModel):
@@ -62,10 +63,14 @@ class Style(_Strict):
     ema_decay: float = Field(0.99, ge=0, lt=1)
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     batch: int | None = Field(None, ge=1)
-    tile: int | None = Field(None, ge=64)
+    tile: int | Literal["auto"] | None = Field(
+        "auto", description="tile edge (multiple of 16); auto: tile only tilts too large for compute.task_memory_MB"
+    )
 
     @model_validator(mode="after")
     def _lengths(self) -> "Style":
+        if isinstance(self.tile, int) and (self.tile < 64 or self.tile % 16):
+            raise ValueError(f"tile must be 'auto', null or a multiple of 16 >= 64, got {self.tile}")
         if len(self.style_layers) != len(self.style_layer_weights):
             raise ValueError("style_layers and style_layer_weights differ in length")
         if len(self.content_layers) != len(self.content_layer_weights):
@@ -79,6 +84,72 @@ class Reconstruction(_Strict):
     binning: int = Field(2, ge=1)
     filter: Literal["approx_shrec", "ramp", "none"] = "approx_shrec"
     z_valid: tuple[float, float] | None = None
+    thickness: int | None = Field(None, ge=1, description="slices before z_valid (default: binned width)")
+    modalities: tuple[str, ...] = Field(
+        ("noiseless", "measured", "noisy", "baseline", "faket"),
+        description="tilt-series reconstructed (those a run has; content is an intermediate)",
+    )
+
+
+class ImportedSpecimen(_Strict):
+    """A specimen (SHREC 'grandmodel') from MRC files; paths relative to the config file."""
+
+    density: str
+    class_mask: str | None = None
+    pixel_size_A: float | None = Field(None, gt=0, description="default: the MRC header")
+
+
+class Specimens(_Strict):
+    """The specimens: generated (``source: generate``) or imported grandmodels."""
+
+    source: Literal["generate", "import"] = "generate"
+    count: int = Field(4, ge=1, description="generated specimens")
+    shape_zyx: tuple[int, int, int] = (200, 512, 512)
+    particles: int = Field(150, ge=0)
+    vesicles: int = Field(2, ge=0)
+    fiducials: int = Field(5, ge=0)
+    templates_dir: str | None = None
+    files: tuple[ImportedSpecimen, ...] = ()
+
+    @model_validator(mode="after")
+    def _source(self) -> "Specimens":
+        if self.source == "import" and not self.files:
+            raise ValueError("source 'import' needs files: [{density: ..mrc}, ...]")
+        if self.source == "generate" and self.files:
+            raise ValueError("files are given but source is 'generate' (set source: import)")
+        if min(self.shape_zyx) < 16:
+            raise ValueError(f"shape_zyx {list(self.shape_zyx)}: every size must be >= 16")
+        return self
+
+
+class ImportedStyle(_Strict):
+    """A measured tilt-series used as style data (and for the noise model)."""
+
+    measured: str
+    angles_file: str = Field(description="IMOD .tlt with one angle per tilt")
+    noiseless: str | None = Field(None, description="its noiseless projections (paired noise estimate)")
+
+
+class StyleData(_Strict):
+    """Where the style stacks (measured references) come from."""
+
+    source: Literal["microscope", "import"] = "microscope"
+    microscope: MicroscopeParams = MicroscopeParams()
+    files: tuple[ImportedStyle, ...] = ()
+
+    @model_validator(mode="after")
+    def _source(self) -> "StyleData":
+        if self.source == "import" and not self.files:
+            raise ValueError("source 'import' needs files: [{measured: ..mrc, angles_file: ..tlt}]")
+        if self.source == "microscope" and self.files:
+            raise ValueError("files are given but source is 'microscope' (set source: import)")
+        return self
+
+
+class Report(_Strict):
+    """What the end-of-run report contains."""
+
+    figures: bool = True
 
 
 class Compute(_Strict):
@@ -97,6 +168,10 @@ class RunConfig(_Strict):
     style: Style = Style()
     reconstruction: Reconstruction = Reconstruction()
     compute: Compute = Compute()
+    specimens: Specimens = Specimens()
+    style_data: StyleData = StyleData()
+    report: Report = Report()
+    output: str = Field("faket-run", description="output directory, relative to the config file")
 
     def hash(self) -> str:
         """A stable hash of the settings (recorded with each completed stage)."""

@@ -44,3 +44,17 @@ def write_mrc(path, data, *, voxel_size=10.0, stack=True):
         if stack and np.asarray(data).ndim == 3:
             mrc.set_image_stack()
     return path
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+    """One uninterrupted run of the tiny config on a 2-worker LocalCluster (via the CLI)."""
+    from pipeline_helpers import cli, read_arrays, write_config
+
+    base = tmp_path_factory.mktemp("reference")
+    cfg = write_config(base / "run.yaml")
+    proc = cli("simulate", cfg, "--workers", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = base / "out"
+    return {"config": cfg, "out": out, "stdout": proc.stdout, "stderr": proc.stderr,
+            "arrays": read_arrays(out / "run.zarr")}
