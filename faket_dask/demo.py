@@ -15,7 +15,7 @@ from .config import RunConfig, parse_config
 DEMO_CONFIG: dict[str, Any] = {
     "seed": 0,
     "specimens": {"source": "generate", "count": 3, "shape_zyx": [128, 128, 128],
-                  "particles": 40, "vesicles": 1, "fiducials": 3},
+                  "particles": 32, "vesicles": 1, "fiducials": 3},
     "style_data": {"source": "microscope"},
     "output": "demo-out",
 }

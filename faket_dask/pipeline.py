@@ -141,10 +141,13 @@ def _check_weights(weights: str, base: Path, *, fallback_random: bool) -> tuple[
         if path.is_file():
             return weights, []
         if fallback_random:
+            bar = "!" * 78
             return "random", [
-                f"NOTICE: ImageNet VGG-19 weights are not cached ({path}); using RANDOM VGG-19 "
-                "weights (the paper's ablation). Run `faket-dask fetch-weights` on a machine with "
-                "internet access for the paper's setting."
+                bar,
+                f"!! NOTICE: ImageNet VGG-19 weights are not cached ({path}).",
+                "!! Using RANDOM VGG-19 weights (the paper's ablation, not its main setting).",
+                "!! Run `faket-dask fetch-weights` on a machine with internet access to fix this.",
+                bar,
             ]
         raise InputError(
             f"style.weights: ImageNet VGG-19 weights are not in the local torch hub cache ({path}); "
