@@ -63,3 +63,30 @@ def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> No
     assert sorted(a) == sorted(b)
     diff = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind in "fc")]
     assert not diff, f"arrays differ: {diff[:10]}"
+
+
+def synthetic_tiltseries(
+    n_particles: int = 40, shape_zyx: tuple[int, int, int] = (64, 96, 96), seed: int = 0,
+    angles_deg: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Analytic projections of isotropic Gaussian blobs in a volume, negated (dark particles).
+
+    A 3D Gaussian of width s at (z, y, x) projects along a ray at tilt θ (about y) to a 2D
+    Gaussian of the same width at u = (x - X/2) cos θ - (z - Z/2) sin θ, so the stack is exact
+    without a projector. Returns ``(stack (T, Y, X) float32, angles_deg)``.
+    """
+    rng = np.random.default_rng(seed)
+    if angles_deg is None:
+        angles_deg = np.arange(-60.0, 61.0, 2.0)
+    nz, ny, nx = shape_zyx
+    pos = rng.uniform([0.3 * nz, 0.1 * ny, 0.2 * nx], [0.7 * nz, 0.9 * ny, 0.8 * nx], (n_particles, 3))
+    width = rng.uniform(1.5, 4.0, n_particles)
+    mass = rng.uniform(0.5, 2.0, n_particles)
+    yy = np.arange(ny)[:, None]
+    xx = np.arange(nx)[None, :]
+    out = np.zeros((len(angles_deg), ny, nx), np.float64)
+    for t, a in enumerate(np.deg2rad(angles_deg)):
+        for (z, y, x), s, m in zip(pos, width, mass):
+            u = (x - nx / 2) * np.cos(a) - (z - nz / 2) * np.sin(a) + nx / 2
+            out[t] -= m * np.exp(-((yy - y) ** 2 + (xx - u) ** 2) / (2 * s * s))
+    return out.astype(np.float32), np.asarray(angles_deg)

@@ -378,7 +378,7 @@ def _microscope(c: np.ndarray, dose: float, *, contrast: float, ctf: bool, seed:
 
 @pytest.fixture(scope="module")
 def blobs():
-    from faket_dask.demo import synthetic_tiltseries
+    from pipeline_helpers import synthetic_tiltseries
 
     angles = np.linspace(-60.0, 60.0, 21)
     c, _ = synthetic_tiltseries(n_particles=120, shape_zyx=(64, 128, 128), seed=1, angles_deg=angles)

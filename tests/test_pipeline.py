@@ -187,3 +187,47 @@ def test_loopback_scheduler_and_two_workers(reference_run, tmp_path):
             with __import__("contextlib").suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+def test_imported_specimens_and_measured_style_stacks(tmp_path):
+    """`source: import` for both: grandmodels with class masks, measured stacks without partners."""
+    from scipy.ndimage import gaussian_filter
+
+    from conftest import write_mrc
+
+    rng = np.random.default_rng(5)
+    dens = np.zeros((24, 32, 48), np.float32)
+    mask = np.zeros(dens.shape, np.uint8)
+    for z, y, x in ((8, 10, 12), (14, 20, 30), (12, 8, 36)):
+        dens[z - 3:z + 3, y - 3:y + 3, x - 3:x + 3] = 1.0
+        mask[z - 3:z + 3, y - 3:y + 3, x - 3:x + 3] = 2
+    write_mrc(tmp_path / "model.mrc", dens, stack=False)
+    write_mrc(tmp_path / "mask.mrc", mask, stack=False)
+    angles = np.linspace(-60, 60, 21)
+    files = []
+    for k in range(2):
+        signal = gaussian_filter(rng.normal(size=(21, 32, 48)), (0, 3, 3))
+        meas = (signal / signal.std() + rng.normal(size=signal.shape)).astype(np.float32) + 100
+        write_mrc(tmp_path / f"ts{k}.mrc", meas)
+        (tmp_path / f"ts{k}.tlt").write_text("\n".join(f"{a:g}" for a in angles) + "\n")
+        files.append({"measured": f"ts{k}.mrc", "angles_file": f"ts{k}.tlt"})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        specimens={"source": "import", "files": [{"density": "model.mrc", "class_mask": "mask.mrc"}] * 3},
+        style_data={"source": "import", "files": files},
+    )
+    proc = cli("simulate", cfg, "--workers", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = tmp_path / "out" / "run.zarr"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_tomograms"] == 3 and summary["noise_model"]["method"] != "paired"
+    assert summary["style_pairing"] == {"tomo_000": "reference/style_001/measured",
+                                        "tomo_001": "reference/style_000/measured",
+                                        "tomo_002": "reference/style_001/measured"}
+    ts = fd.open(store, "tomo_002/tiltseries")
+    assert {"noiseless", "noisy", "content", "baseline", "faket"} == set(ts.data_vars)
+    assert np.isfinite(ts["faket"].values).all()
+    np.testing.assert_array_equal(fd.open_var(store, "reference/style_000/measured").values,
+                                  np.asarray(__import__("mrcfile").read(tmp_path / "ts0.mrc")))
+    labels = fd.open(store, "tomo_000/labels")["class_mask"].values
+    assert set(np.unique(labels)) == {0, 2}
