@@ -23,9 +23,7 @@ form, so a model survives JSON bit for bit).
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +31,6 @@ from typing import Any, Final
 
 import numpy as np
 import xarray as xr
-import zarr
 
 from . import store as _store
 from .errors import InputError
@@ -371,8 +368,8 @@ class NoiseModel:
         _store.check_writable(store, f"{group}/r", overwrite=overwrite)
         ds = self.to_dataset(orders)
         p = Path(store)
-        existed = p.exists()
-        try:
+        # never leave a half-written model behind (architecture.md, failure safety)
+        with _store.rollback_on_error(p, group, stage="noise estimate"):
             _store.open_root(p, create=True)
             _store.mark_stage(p, group, status="running", stage="noise estimate")
             ds.to_zarr(str(p), group=group, mode="w", zarr_format=3, consolidated=False)
@@ -380,17 +377,6 @@ class NoiseModel:
                 p, group, status="complete", stage="noise estimate", method=self.method,
                 orders=[int(o) for o in ds["order"].values],
             )
-        except BaseException:
-            # Never leave a half-written model behind (architecture.md, failure safety).
-            if not existed:
-                shutil.rmtree(p, ignore_errors=True)
-            elif _store.is_store(p):
-                with contextlib.suppress(Exception):
-                    root = zarr.open_group(str(p), mode="r+")
-                    if group in root:
-                        del root[group]
-                    _store.mark_stage(p, group, status="failed", stage="noise estimate")
-            raise
         return group
 
     @classmethod

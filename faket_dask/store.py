@@ -172,11 +172,11 @@ def _check_compatible(store: str | Path, group: str, arr: xr.DataArray) -> None:
 
 
 @contextlib.contextmanager
-def rollback_on_error(store: str | Path, path: str) -> Iterator[None]:
-    """Undo a partly written ``GROUP/VAR`` (or a store created for it) if the block fails.
+def rollback_on_error(store: str | Path, path: str, **info: Any) -> Iterator[None]:
+    """Undo a partly written member ``path`` (``GROUP/VAR`` or a whole group) if the block fails.
 
-    The variable being written is removed; a store that did not exist before is removed whole,
-    so a failed command leaves nothing half-written behind.
+    The member being written is removed and marked ``failed`` (with ``info``); a store that did
+    not exist before is removed whole, so a failed command leaves nothing half-written behind.
     """
     p = Path(store)
     existed = p.exists()
@@ -186,11 +186,13 @@ def rollback_on_error(store: str | Path, path: str) -> Iterator[None]:
         if not existed:
             shutil.rmtree(p, ignore_errors=True)
         elif is_store(p):
-            group, var = split_var_path(path)
+            parent, _, name = path.strip("/").rpartition("/")
             with contextlib.suppress(Exception):
                 root = zarr.open_group(str(p), mode="r+")
-                del root[group][var]
-                mark_stage(p, path, status="failed")
+                holder = root[parent] if parent else root
+                if name in holder:
+                    del holder[name]
+                mark_stage(p, path, status="failed", **info)
         raise
 
 

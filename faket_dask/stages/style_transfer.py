@@ -44,7 +44,6 @@ import dataclasses
 import hashlib
 import math
 import operator
-import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -567,11 +566,10 @@ def save_style_grams(ds: xr.Dataset, store: str | Path, group: str, *,
         root = zarr.open_group(str(p), mode="r")
         if group in root and not overwrite:
             raise OutputExistsError(f"{store}: {group} exists; pass --overwrite to replace it")
-    existed = p.exists()
     info = {"stage": "style_grams", "source": ds.attrs.get("source"),
             "weights": ds.attrs.get("weights"), "precision": ds.attrs.get("precision"),
             "tile": ds.attrs.get("tile")}
-    try:
+    with st.rollback_on_error(p, group, **info):
         st.open_root(p, create=True)
         st.mark_stage(p, group, status="running", **info)
         out = ds.copy()
@@ -581,20 +579,6 @@ def save_style_grams(ds: xr.Dataset, store: str | Path, group: str, *,
                               compute=False)
         compute(delayed, label=f"style Grams -> {group}")
         st.mark_stage(p, group, status="complete", **info)
-    except BaseException:
-        if not existed:
-            shutil.rmtree(p, ignore_errors=True)
-        elif st.is_store(p):
-            import contextlib
-
-            import zarr
-
-            with contextlib.suppress(Exception):
-                root = zarr.open_group(str(p), mode="r+")
-                if group in root:
-                    del root[group]
-                st.mark_stage(p, group, status="failed", **info)
-        raise
     return group
 
 
