@@ -44,13 +44,20 @@ def import_mrc_cmd(
     gpus: Gpus = False,
     cluster: ClusterFile = None,
 ) -> None:
-    """Import an MRC tilt-series or volume into a Zarr run store, streaming chunk by chunk."""
-    from .formats.convert import angles_from_range, import_mrc, load_mrc
+    """Import an MRC tilt-series or volume into a Zarr run store, streaming chunk by chunk.
+
+    A tilt-series is stored sorted by angle; its file order is kept as coordinate
+    acquisition_index. How mode-0 bytes or an odd machine stamp were read is printed as
+    ``faket-dask: notice: FILE: ...`` (docs/formats.md).
+    """
+    from .formats.convert import angles_from_range, check_mrc_shape, import_mrc, load_mrc
     from .store import check_writable, split_var_path
 
     if kind not in ("tiltseries", "volume"):
         raise FaketError(f"--kind must be tiltseries or volume, got '{kind}'")
     split_var_path(var)
+    # The file first: a bad or 2D file is the error to report, whatever the angles say.
+    info = check_mrc_shape(src, kind)
     angles_deg = angles_from_range(*angles) if angles else None
     # Validate everything (including a NaN scan) before a cluster is started or a byte written.
     check_writable(store, var, overwrite=overwrite)
@@ -61,6 +68,8 @@ def import_mrc_cmd(
 
         angles_deg = read_tlt(angles_file)
     load_mrc(src, kind=kind, angles_deg=angles_deg, pixel_size_A=pixel_size_A)
+    for line in info.notices:
+        typer.echo(f"faket-dask: notice: {line}", err=True)
     with _connect(scheduler, workers, gpus, cluster, processes=workers is not None):
         path = import_mrc(
             src, store, var, kind=kind, angles_deg=angles_deg, pixel_size_A=pixel_size_A,
@@ -204,16 +213,32 @@ app.command("demo")(demo_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``faket-dask`` console script."""
+    """Entry point of the ``faket-dask`` console script.
+
+    Errors a user can cause end in one line ``faket-dask: error: ...`` and exit status 2:
+    :class:`FaketError` (validation) and storage errors (``OSError``, Zarr errors; set
+    ``FAKET_DEBUG=1`` to get their traceback). Warnings are shown as one line each.
+    """
+    import os
+
+    from .messages import install_warning_format, storage_error_line
+
+    install_warning_format()
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="faket-dask", standalone_mode=True)
-    except FaketError as exc:
+    except FaketError as exc:  # before OSError: OutputExistsError is a FileExistsError too
         print(f"faket-dask: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("faket-dask: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        line = storage_error_line(exc)
+        if line is None or os.environ.get("FAKET_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"faket-dask: error: {line}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

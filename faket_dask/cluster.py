@@ -185,6 +185,10 @@ def connect(
             else:
                 cluster = _local_cluster(workers, threads_per_worker, dashboard, processes)
             client = Client(cluster)
+            # warnings raised in our worker processes: one line each, like the CLI's
+            from .messages import WarningFormatPlugin
+
+            client.register_plugin(WarningFormatPlugin())
         if not quiet:
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
         with client.as_current():

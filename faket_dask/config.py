@@ -34,7 +34,8 @@ class Acquisition(_Strict):
         """The tilt angles (degrees), ``tilt_stop_deg`` included."""
         from .formats.convert import angles_from_range
 
-        return angles_from_range(self.tilt_start_deg, self.tilt_stop_deg, self.tilt_step_deg)
+        return angles_from_range(self.tilt_start_deg, self.tilt_stop_deg, self.tilt_step_deg,
+                                 what="acquisition (tilt_start_deg, tilt_stop_deg, tilt_step_deg)")
 
 
 class Noise(_Strict):
@@ -126,8 +127,9 @@ class ImportedStyle(_Strict):
     """A measured tilt-series used as style data (and for the noise model)."""
 
     measured: str
-    angles_file: str = Field(description="IMOD .tlt with one angle per tilt")
+    angles_file: str = Field(description="IMOD .tlt with one angle per tilt, in the stack's order")
     noiseless: str | None = Field(None, description="its noiseless projections (paired noise estimate)")
+    pixel_size_A: float | None = Field(None, gt=0, description="default: the MRC header")
 
 
 class StyleData(_Strict):
@@ -136,6 +138,11 @@ class StyleData(_Strict):
     source: Literal["microscope", "import"] = "microscope"
     microscope: MicroscopeParams = MicroscopeParams()
     files: tuple[ImportedStyle, ...] = ()
+    match_angles: Literal["exact", "nearest"] = Field(
+        "exact", description="content and style tilts pair by angle: exact (same angle set, "
+        "within half a step) or nearest (e.g. a lamella range styled with a flat-specimen stack)")
+    pixel_size_rtol: float = Field(
+        0.01, ge=0, description="largest relative difference of style and content pixel sizes")
 
     @model_validator(mode="after")
     def _source(self) -> "StyleData":

@@ -39,6 +39,9 @@ import xarray as xr
 from . import store as st
 from .config import RunConfig
 from .errors import FaketError, InputError, OutputExistsError
+from .fingerprint import changed as fingerprint_changed
+from .fingerprint import fingerprint as fingerprint_files
+from .run_inputs import MATCH_OPTION
 
 STORE_NAME = "run.zarr"
 FIGURES = "figures"
@@ -160,12 +163,17 @@ def _check_weights(weights: str, base: Path, *, fallback_random: bool) -> tuple[
     return str(path), []
 
 
-def _mrc_info(path: Path, what: str):
-    from .formats.mrc import read_info
+def _check_finite(path: Path) -> None:
+    from .formats.mrc import MrcArray, check_finite
 
-    if not path.is_file():
-        raise InputError(f"{path}: {what} not found")
-    return read_info(path)
+    check_finite(MrcArray(path))
+
+
+def _check_labels(path: Path) -> None:
+    """A class mask must hold integer labels 0..255 (read as IMOD would; one streaming pass)."""
+    from .formats.mrc import MrcArray, check_labels
+
+    check_labels(MrcArray(path))
 
 
 def plan_run(
@@ -204,33 +212,50 @@ def plan_run(
     InputError, OutputExistsError
         One line naming the file or key and the problem.
     """
-    from .formats.mrc import read_tlt
+    from . import run_inputs as ri
+    from .tilt_pairing import match_tilts
 
     base = Path(base_dir)
     out = Path(out_dir)
     _check_output_dir(out)
-    angles = cfg.acquisition.angles_deg()
-    n_t = len(angles)
+    # stored and paired by angle: content tilt-series are kept sorted, like imported ones
+    angles = np.sort(cfg.acquisition.angles_deg())
     if not np.all(np.abs(angles) < 89.0):
         raise InputError("acquisition: tilt angles must lie within (-89°, 89°)")
     b = cfg.reconstruction.binning
     sp = cfg.specimens
 
     shapes: list[tuple[int, int, int]] = []
+    file_notices: list[str] = []  # what was assumed reading odd headers (IMOD modes, stamps)
+    content_px = cfg.acquisition.pixel_size_A
     if sp.source == "generate":
         shapes = [tuple(sp.shape_zyx)] * sp.count
         if sp.templates_dir is not None and not _resolve(base, sp.templates_dir).is_dir():
             raise InputError(f"{_resolve(base, sp.templates_dir)}: specimens.templates_dir not found")
     else:
+        pxs = []
         for j, f in enumerate(sp.files):
-            info = _mrc_info(_resolve(base, f.density), f"specimens.files.{j}.density")
+            key = f"specimens.files[{j}]"
+            dpath = _resolve(base, f.density)
+            info = ri.mrc_info(dpath, f"{key}.density")
             if len(info.shape) != 3 or min(info.shape) < 2:
-                raise InputError(f"{_resolve(base, f.density)}: a specimen must be a 3D volume, got shape {info.shape}")
+                raise InputError(f"{dpath}: a specimen must be a 3D volume, got shape {info.shape}")
+            pxs.append(ri.pixel_size(info, f.pixel_size_A, key, kind="volume"))
+            file_notices += list(info.notices)
             shapes.append(tuple(int(s) for s in info.shape))
             if f.class_mask is not None:
-                cm = _mrc_info(_resolve(base, f.class_mask), f"specimens.files.{j}.class_mask")
+                cpath = _resolve(base, f.class_mask)
+                cm = ri.mrc_info(cpath, f"{key}.class_mask")
                 if tuple(cm.shape) != shapes[-1]:
-                    raise InputError(f"{_resolve(base, f.class_mask)}: class mask shape {cm.shape} differs from the density's {shapes[-1]}")
+                    raise InputError(f"{cpath}: class mask shape {cm.shape} differs from the density's {shapes[-1]}")
+                file_notices += list(cm.notices)
+                _check_labels(cpath)
+            _check_finite(dpath)
+        content_px = pxs[0]
+        for j, px in enumerate(pxs):
+            if abs(px - content_px) > 1e-3 * content_px:
+                raise InputError(f"{_resolve(base, sp.files[j].density)}: pixel size {px:g} Å differs "
+                                 f"from the first specimen's {content_px:g} Å; one run has one pixel size")
     for z, y, x in shapes:
         if y < 2 * b or x < 2 * b:
             raise InputError(f"reconstruction.binning {b} is too large for a {y} x {x} detector")
@@ -245,31 +270,24 @@ def plan_run(
         sources = [st.tomo_group(i, "tiltseries") + "/measured" for i in range(len(shapes))]
         paired = True
     else:
-        sources, given_noiseless = [], []
+        sources, given_noiseless, style_angles = [], [], []
         for k, f in enumerate(sd.files):
-            mpath = _resolve(base, f.measured)
-            info = _mrc_info(mpath, f"style_data.files.{k}.measured")
-            if len(info.shape) != 3:
-                raise InputError(f"{mpath}: a style tilt-series must be 3D (tilts, y, x), got {info.shape}")
-            if info.shape[0] != n_t:
-                raise InputError(
-                    f"{mpath}: style stack has {info.shape[0]} tilts but the content has {n_t} "
-                    f"(acquisition {cfg.acquisition.tilt_start_deg:g}..{cfg.acquisition.tilt_stop_deg:g} "
-                    f"step {cfg.acquisition.tilt_step_deg:g})"
-                )
-            tpath = _resolve(base, f.angles_file)
-            if not tpath.is_file():
-                raise InputError(f"{tpath}: angles file (style_data.files.{k}.angles_file) not found")
-            tlt = read_tlt(tpath)
-            if len(tlt) != info.shape[0]:
-                raise InputError(f"{tpath}: {len(tlt)} angles for the {info.shape[0]} tilts of {mpath}")
+            key = f"style_data.files[{k}]"
+            sf = ri.check_style_file(
+                _resolve(base, f.measured), _resolve(base, f.angles_file), key=key,
+                content_angles_deg=angles, content_pixel_size_A=content_px,
+                pixel_size_A=f.pixel_size_A, match_angles=sd.match_angles,
+                pixel_size_rtol=sd.pixel_size_rtol)
+            file_notices += list(sf.notices)
             if f.noiseless is not None:
-                npath = _resolve(base, f.noiseless)
-                ninfo = _mrc_info(npath, f"style_data.files.{k}.noiseless")
-                if tuple(ninfo.shape) != tuple(info.shape):
-                    raise InputError(f"{npath}: noiseless shape {ninfo.shape} differs from {mpath} {info.shape}")
+                file_notices += ri.check_noiseless_partner(_resolve(base, f.noiseless), sf, key)
             given_noiseless.append(f.noiseless is not None)
             sources.append(f"reference/style_{k:03d}/measured")
+            if k:  # the noise model averages the stacks' curves angle by angle
+                match_tilts(style_angles[0], sf.angles_deg, target=f"{_resolve(base, sd.files[0].measured)}",
+                            source=f"{sf.path}", mode="exact",
+                            option="the same angles in every style stack (the noise model averages them per angle)")
+            style_angles.append(sf.angles_deg)
         if any(given_noiseless) and not all(given_noiseless):
             raise InputError("style_data.files: give 'noiseless' for every file or for none")
         paired = all(given_noiseless)
@@ -280,7 +298,7 @@ def plan_run(
 
     plan = Plan(cfg=cfg, out_dir=out, base_dir=base, angles_deg=angles, n_tomos=len(shapes),
                 shapes_zyx=shapes, style_sources=sources, paired=paired, weights=weights,
-                device=device, notices=notices)
+                device=device, notices=notices + [f"faket-dask: notice: {n}" for n in file_notices])
     run_store = plan.store
     if run_store.exists() and st.is_store(run_store):
         attrs = st.open_root(run_store).attrs
@@ -392,12 +410,38 @@ class Pipeline:
             out.append(("report", self.report))
         return out
 
-    def is_complete(self, name: str) -> bool:
-        """Whether stage ``name`` completed under this run's hash."""
+    def stage_inputs(self, name: str) -> list[Path]:
+        """The user's files that stage ``name`` reads (their fingerprints guard its resume)."""
+        base, cfg = self.plan.base_dir, self.cfg
+        kind, _, idx = name.partition("/")
+        files: list[str | None] = []
+        if kind == "specimen":
+            sp = cfg.specimens
+            if sp.source == "import":
+                f = sp.files[int(idx)]
+                files = [f.density, f.class_mask]
+            else:
+                files = [sp.templates_dir]
+        elif kind == "style_import":
+            f = cfg.style_data.files[int(idx)]
+            files = [f.measured, f.noiseless, f.angles_file]
+        elif kind in ("style_grams", "faket") and cfg.style.weights not in ("random", "imagenet"):
+            files = [cfg.style.weights]
+        return [_resolve(base, f) for f in files if f]
+
+    def _status(self, name: str) -> tuple[bool, list[str]]:
+        """(complete under this run's hash, input files changed since it completed)."""
         if not st.is_store(self.store):
-            return False
+            return False, []
         e = st.stage_status(self.store).get(_PREFIX + name, {})
-        return e.get("status") == "complete" and e.get("run_hash") == self.hash
+        if e.get("status") != "complete" or e.get("run_hash") != self.hash:
+            return False, []
+        changed = fingerprint_changed(e.get("inputs", {}), self.stage_inputs(name))
+        return not changed, changed
+
+    def is_complete(self, name: str) -> bool:
+        """Whether stage ``name`` completed under this run's hash from the same input files."""
+        return self._status(name)[0]
 
     def _init_store(self) -> None:
         p = self.plan
@@ -435,12 +479,24 @@ class Pipeline:
             self.log(line)
         self._init_store()
         t_run = time.perf_counter()
+        # Stages are in dependency order: once one runs, every later one runs too, so a
+        # stage recomputed because its input file changed never leaves stale results after it.
+        rerun_from: str | None = None
         for name, fn in self.stages():
-            if self.is_complete(name):
+            complete, changed = self._status(name)
+            if complete and rerun_from is None:
                 self.log(f"[skip] {name} (complete)")
                 self.records.append(StageRecord(name, "skipped", 0.0, 0.0, 0.0))
                 continue
-            self.log(f"[run ] {name}")
+            if changed:
+                self.log(f"[rerun] {name}: input changed since it completed ({', '.join(changed)}); "
+                         "it and every later stage run again")
+            elif complete:
+                self.log(f"[rerun] {name}: depends on {rerun_from}, which ran again")
+            else:
+                self.log(f"[run ] {name}")
+            rerun_from = rerun_from or name
+            inputs = fingerprint_files(self.stage_inputs(name))
             st.mark_stage(self.store, _PREFIX + name, status="running", run_hash=self.hash)
             t0 = time.perf_counter()
             with PeakMemory(client) as mem:
@@ -448,7 +504,7 @@ class Pipeline:
             dt = time.perf_counter() - t0
             st.mark_stage(self.store, _PREFIX + name, status="complete", run_hash=self.hash,
                           seconds=round(dt, 3), peak_worker_MB=round(mem.max_worker_MB, 1),
-                          peak_client_MB=round(mem.client_MB, 1))
+                          peak_client_MB=round(mem.client_MB, 1), inputs=inputs)
             self.records.append(StageRecord(name, "done", dt, mem.max_worker_MB, mem.client_MB))
         shutil.rmtree(self.plan.out_dir / "_scratch", ignore_errors=True)
         summary = self.summary(time.perf_counter() - t_run, client)
@@ -470,22 +526,33 @@ class Pipeline:
                 templates_dir=tdir,
             )
         else:
-            from .formats.convert import load_mrc
+            from .formats.convert import load_labels, load_mrc
             from .kernels import specimen as K
+            from .run_inputs import entry_hint
 
             f = sp.files[i]
+            key = f"specimens.files[{i}]"
             dens = load_mrc(_resolve(self.plan.base_dir, f.density), kind="volume",
-                            pixel_size_A=f.pixel_size_A)
+                            pixel_size_A=f.pixel_size_A, pixel_size_hint=entry_hint(key))
             px = float(dens.attrs["pixel_size_A"])
             data = {"density": dens.rename("density").astype(np.float32)}
             if f.class_mask is not None:
-                cm = load_mrc(_resolve(self.plan.base_dir, f.class_mask), kind="volume", pixel_size_A=px)
-                data["class_mask"] = cm.astype(np.uint8).rename("class_mask")
+                # labels read as IMOD shows them (signed bytes + 128, unsigned bytes), exact
+                cm = load_labels(_resolve(self.plan.base_dir, f.class_mask), pixel_size_A=px,
+                                 check_values=False)
+                data["class_mask"] = cm.rename("class_mask")
             spec = xr.Dataset(data)
             spec.attrs.update(pixel_size_A=px, source=str(f.density))
-            empty = {c: np.zeros(0, np.float64) for c in K.COLUMNS}
-            empty["class_name"] = np.zeros(0, "<U16")
-            parts = particles_dataset(empty, px, {"source": "imported (no particle table)"})
+            if f.class_mask is not None:
+                # one particle per connected labelled region (orientations unknown)
+                from .stages.specimen import particles_from_masks
+
+                parts = particles_from_masks(data["class_mask"], pixel_size_A=px)
+                parts.attrs["source"] = f"imported {f.density}; particles derived from {f.class_mask}"
+            else:
+                empty = {c: np.zeros(0, np.float64) for c in K.COLUMNS}
+                empty["class_name"] = np.zeros(0, "<U16")
+                parts = particles_dataset(empty, px, {"source": "imported (no particle table)"})
         write_specimen(spec, parts, self.store, i, overwrite=True, progress=f"specimen {i}")
 
     def noiseless(self, i: int) -> None:
@@ -514,11 +581,14 @@ class Pipeline:
         f = self.cfg.style_data.files[k]
         group = f"reference/style_{k:03d}"
         tlt = _resolve(self.plan.base_dir, f.angles_file)
+        # import sorts each stack by angle (acquisition order kept as a coordinate), so the
+        # measured stack and its noiseless partner stay paired tilt by tilt
         import_mrc(_resolve(self.plan.base_dir, f.measured), self.store, f"{group}/measured",
-                   kind="tiltseries", angles_file=tlt, overwrite=True)
+                   kind="tiltseries", angles_file=tlt, pixel_size_A=f.pixel_size_A, overwrite=True)
         if f.noiseless is not None:
             import_mrc(_resolve(self.plan.base_dir, f.noiseless), self.store, f"{group}/noiseless",
-                       kind="tiltseries", angles_file=tlt, overwrite=True)
+                       kind="tiltseries", angles_file=tlt, pixel_size_A=f.pixel_size_A,
+                       overwrite=True)
 
     def noise_model(self) -> None:
         """Estimate the noise model over every style stack (METHOD §2)."""
@@ -546,7 +616,9 @@ class Pipeline:
         for name, order, k in (("noisy", nzc.order, nzc.noisy_scale),
                                ("content", nzc.order, nzc.content_scale),
                                ("baseline", nzc.baseline_order, nzc.baseline_scale)):
-            arr = add_noise(p, model.with_order(order), seed, k, tomo=i, name=name)
+            arr = add_noise(p, model.with_order(order), seed, k, tomo=i, name=name,
+                            match_angles=self.cfg.style_data.match_angles,
+                            match_option=MATCH_OPTION)
             st.save(arr, self.store, group, name=name, overwrite=True, progress=f"{name} {i}")
 
     def _style_kwargs(self, shape_yx: tuple[int, int]) -> dict[str, Any]:
@@ -580,7 +652,9 @@ class Pipeline:
         grams = load_style_grams(self.store, self._grams_group(k))
         if grams is None:
             raise FaketError(f"{self.store}: style Grams of stack {k} are missing; rerun with --overwrite")
-        out = style_transfer(content, grams, noisy, **self._style_kwargs(tuple(content.shape[1:])))
+        out = style_transfer(content, grams, noisy, **self._style_kwargs(tuple(content.shape[1:])),
+                             match_angles=self.cfg.style_data.match_angles,
+                             match_option=MATCH_OPTION)
         out.attrs["style"] = self.plan.style_sources[k]
         st.save(out, self.store, group, name="faket", overwrite=True, progress=f"style transfer {i}")
 
@@ -787,8 +861,17 @@ def simulate(
     -------
     dict
         The summary also written to ``OUT/summary.json``.
+
+    Raises
+    ------
+    RunLockedError
+        Another run uses the output directory (``OUT/.faket-dask.lock``); raised before any
+        work, the cluster or a change to the output.
+    InputError, OutputExistsError
+        From validation (:func:`plan_run`), before any work.
     """
     from .cluster import connect
+    from .runlock import RunLock
 
     if isinstance(config, RunConfig):
         cfg, base = config, Path(".")
@@ -797,22 +880,28 @@ def simulate(
     out = Path(out_dir) if out_dir is not None else _resolve(base, cfg.output)
     if device is None:
         device = "cuda" if gpus or _cluster_file_is_cuda(cluster_file) else "cpu"
-    plan = plan_run(cfg, out, base_dir=base, overwrite=overwrite, device=device,
-                    fallback_random_weights=fallback_random_weights)
     emit = log or (lambda s: print(s, flush=True))
-    emit(f"{'resuming' if plan.resume else 'starting'} run: {plan.n_tomos} tomograms, "
-         f"{len(plan.angles_deg)} tilts, output {out}")
-    try:
-        from distributed import get_client
+    # The lock is taken before plan_run, not after: plan_run reads the store to decide
+    # resume-or-refuse and deletes a store that has no config yet, which for a live run is
+    # the store it has just created. Locking needs the directory, so a bad output path is
+    # reported first; a directory created here is removed again if validation then fails.
+    _check_output_dir(out)
+    with RunLock(out, notify=emit):
+        plan = plan_run(cfg, out, base_dir=base, overwrite=overwrite, device=device,
+                        fallback_random_weights=fallback_random_weights)
+        emit(f"{'resuming' if plan.resume else 'starting'} run: {plan.n_tomos} tomograms, "
+             f"{len(plan.angles_deg)} tilts, output {out}")
+        try:
+            from distributed import get_client
 
-        get_client()
-        have_client = True
-    except ValueError:
-        have_client = False
-    if have_client:
-        return Pipeline(plan, log=emit).run()
-    with connect(scheduler, workers=workers, gpus=gpus, cluster_file=cluster_file):
-        return Pipeline(plan, log=emit).run()
+            get_client()
+            have_client = True
+        except ValueError:
+            have_client = False
+        if have_client:
+            return Pipeline(plan, log=emit).run()
+        with connect(scheduler, workers=workers, gpus=gpus, cluster_file=cluster_file):
+            return Pipeline(plan, log=emit).run()
 
 
 def _cluster_file_is_cuda(path: str | Path | None) -> bool:

@@ -107,32 +107,96 @@ def has_var(store: str | Path, path: str) -> bool:
     return isinstance(g, zarr.Group) and (var in g.array_keys() or var in g.group_keys())
 
 
-def open(store: str | Path, group: str) -> xr.Dataset:  # noqa: A001 - public API name (DESIGN.md)
+def open(store: str | Path, group: str, *, level: int = 0) -> xr.Dataset:  # noqa: A001 - public API name (DESIGN.md)
     """Open a group of a run store lazily as an xarray Dataset.
+
+    Plain groups are opened with ``xr.open_zarr(store, group=group, consolidated=False)``.
+    OME-NGFF images cannot be one xarray Dataset (their levels share the dim names ``z, y, x``
+    with different sizes), so for a tomogram group (``tomo_000/tomogram``: one image per
+    modality) the Dataset has one variable per modality, and for one image group
+    (``tomo_000/tomogram/faket``) the one variable ``faket``; both at resolution ``level``, with
+    coordinates in Å (pixel centres from the corner) and ``attrs["pixel_size_A"]`` of that level.
 
     Parameters
     ----------
     store : path
         The run store (``run.zarr``).
     group : str
-        Group path, e.g. ``"tomo_000/tiltseries"``.
+        Group path, e.g. ``"tomo_000/tiltseries"``, ``"tomo_000/tomogram"``.
+    level : int
+        Resolution level of OME-NGFF images (0 = full, k = 2**k binned); must be 0 elsewhere.
 
     Returns
     -------
     xarray.Dataset
         Dask-backed: nothing is read until computed.
+
+    Raises
+    ------
+    InputError
+        No such store or group, ``level`` given for a plain group, or a level the image lacks.
     """
     from .formats import ngff
 
-    root = open_root(store)
-    if group not in root or not isinstance(root[group], zarr.Group):
+    open_root(store)
+    # listing without consolidated metadata: always the store's current content
+    root = zarr.open_group(str(store), mode="r", use_consolidated=False)
+    try:
+        g = root[group.strip("/")] if group.strip("/") else root
+    except KeyError:
+        g = None
+    if not isinstance(g, zarr.Group):
         raise InputError(f"{store}: no group '{group}' (see `faket-dask info {store}`)")
-    g = root[group]
+    if ngff.is_image(g):
+        name = group.strip("/").rsplit("/", 1)[-1]
+        return xr.Dataset({name: ngff.open_image(g, name, level)})
     images = {name: sub for name, sub in g.groups() if ngff.is_image(sub)}
     if not images:
+        if level != 0:
+            raise InputError(f"{store}: '{group}' holds no multiscale images; level={level} needs one "
+                             "(e.g. tomo_000/tomogram)")
         return xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3)
-    # A tomogram group: one OME-NGFF multiscale image per modality; level 0 is the variable.
-    return xr.Dataset({name: ngff.open_image(sub, name) for name, sub in sorted(images.items())})
+    # A tomogram group: one OME-NGFF multiscale image per modality.
+    return xr.Dataset({name: ngff.open_image(sub, name, level) for name, sub in sorted(images.items())})
+
+
+def consolidate(store: str | Path) -> bool:
+    """Write Zarr consolidated metadata at the root, so plain ``xr.open_zarr`` is quiet.
+
+    ``xr.open_zarr(store, group=...)`` first tries the root's consolidated metadata and warns
+    (``RuntimeWarning``) on every open when there is none. Consolidated metadata is a snapshot
+    of the hierarchy: a variable added after it is invisible to readers that use it (xarray,
+    and ``zarr.open_group`` by default), so it is written only when no stage is ``running``
+    (``attrs["stages"]``) and must be dropped when a stage starts writing (opening the root
+    with ``use_consolidated=False`` before writing its attributes drops it, as ``mark_stage``
+    does). Not part of the Zarr v3 specification (zarr-python's extension; other readers
+    ignore it), hence zarr's ``ZarrUserWarning``, which is silenced here.
+
+    Parameters
+    ----------
+    store : path
+        A run store.
+
+    Returns
+    -------
+    bool
+        Whether consolidated metadata was written (False: no store, or a stage is running).
+    """
+    import warnings
+
+    p = Path(store)
+    if not is_store(p):
+        return False
+    root = zarr.open_group(str(p), mode="r", use_consolidated=False)
+    stages = root.attrs.get("stages", {}) or {}
+    if any(isinstance(v, dict) and v.get("status") == "running" for v in stages.values()):
+        return False
+    with warnings.catch_warnings():
+        # the extension itself, and fixed-width unicode arrays (particle tables) met while reading
+        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
+        warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)
+        zarr.consolidate_metadata(str(p))
+    return True
 
 
 def open_var(store: str | Path, path: str) -> xr.DataArray:
@@ -160,6 +224,8 @@ def _check_compatible(store: str | Path, group: str, arr: xr.DataArray) -> None:
         existing = xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3)
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
         return
+    except ValueError as e:  # e.g. an OME-NGFF image group: levels share dims with other sizes
+        raise InputError(f"{store}: '{group}' is not a plain variable group ({e}); write to another group") from None
     for dim in arr.dims:
         if dim in existing.sizes and existing.sizes[dim] != arr.sizes[dim]:
             raise InputError(
@@ -169,6 +235,16 @@ def _check_compatible(store: str | Path, group: str, arr: xr.DataArray) -> None:
         if dim in existing.coords and dim in arr.coords:
             if not np.allclose(existing[dim].values, arr[dim].values):
                 raise InputError(f"{store}: '{group}' has different '{dim}' coordinates")
+    # Other coordinates (``acquisition_index``) describe the group's one tilt axis: a variable
+    # that brings another one would silently rewrite its neighbours' (replacing the only
+    # variable that has it is fine).
+    others = [v for v in existing.data_vars if v != arr.name]
+    for name, coord in arr.coords.items():
+        if name in arr.dims or name not in existing.coords or not others:
+            continue
+        if coord.shape != existing[name].shape or not np.array_equal(existing[name].values, coord.values):
+            raise InputError(f"{store}: '{group}' has another '{name}' (its tilts were acquired in "
+                             f"another order); write '{arr.name}' to another group")
 
 
 @contextlib.contextmanager
@@ -239,7 +315,7 @@ def save(
     split_var_path(path)
     check_writable(store, path, overwrite=overwrite)
     if is_store(store):
-        _check_compatible(store, group, arr)
+        _check_compatible(store, group, arr.rename(name))
     with rollback_on_error(store, path):
         open_root(store, create=True)
         if overwrite and has_var(store, path):
@@ -291,13 +367,20 @@ def save_image(
 
 
 def mark_stage(store: str | Path, key: str, *, status: str, **info: Any) -> None:
-    """Record a stage's status (``running``/``complete``/``failed``) in the root attrs."""
-    root = zarr.open_group(str(store), mode="r+")
+    """Record a stage's status (``running``/``complete``/``failed``) in the root attrs.
+
+    Opening the root without its consolidated metadata and rewriting its attributes drops the
+    snapshot, so it can never go stale while a stage writes; it is written again
+    (:func:`consolidate`) once no stage is running, which keeps plain ``xr.open_zarr`` quiet.
+    """
+    root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
     stages = dict(root.attrs.get("stages", {}))
     entry = {"status": status, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     entry.update({k: v for k, v in info.items() if v is not None})
     stages[key] = entry
     root.attrs["stages"] = stages
+    if status != "running":
+        consolidate(store)
 
 
 def stage_status(store: str | Path) -> dict[str, dict[str, Any]]:
@@ -335,10 +418,13 @@ def describe(store: str | Path) -> list[VarInfo]:
         raise InputError(f"{p}: unreadable Zarr store ({type(exc).__name__}: {exc})") from None
     out: list[VarInfo] = []
     for gpath, g in _walk(root):
-        for aname, a in g.arrays():
+        arrays = list(g.arrays())
+        # non-dimension coordinates (acquisition_index) are named in their variables' attrs
+        coords = {c for _, a in arrays for c in str(a.attrs.get("coordinates", "")).split()}
+        for aname, a in arrays:
             dims = tuple(a.metadata.dimension_names or ())
-            if len(dims) == 1 and dims[0] == aname:
-                continue  # a dimension coordinate
+            if (len(dims) == 1 and dims[0] == aname) or aname in coords:
+                continue  # a coordinate
             full = f"{gpath}/{aname}" if gpath else aname
             out.append(VarInfo(full, tuple(a.shape), tuple(a.chunks), str(a.dtype), dims))
     return sorted(out, key=lambda v: v.path)

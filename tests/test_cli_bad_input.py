@@ -81,7 +81,7 @@ def test_nan_or_inf(tmp_path, value):
     data[3, 2, 1] = value
     src = write_mrc(tmp_path / "bad.mrc", data)
     proc = run_cli("import-mrc", src, tmp_path / "run.zarr", "t/ts/m", "--angles", "-4", "4", "2")
-    assert_one_line_error(proc, "bad.mrc", "NaN or inf", "plane 3")
+    assert_one_line_error(proc, "bad.mrc", "NaN or inf", "tilt 4 of 5, counting from 1")
     assert not (tmp_path / "run.zarr").exists()
 
 

@@ -16,7 +16,7 @@ from conftest import write_mrc
     ("shape", "angles", "pixel"),
     [
         ((7, 13, 11), [-51.3, -40.0, -12.25, 0.0, 3.5, 29.0, 66.125], 3.37),
-        ((5, 9, 17), [10.0, -20.0, 30.0, -40.0, 50.0], 1.0),  # unsorted, asymmetric
+        ((5, 9, 17), [10.0, -20.0, 30.0, -40.0, 50.0], 1.0),  # unsorted, asymmetric: stored sorted
         ((61, 33, 31), list(np.arange(-60, 61, 2.0)), 10.0),
     ],
 )
@@ -30,7 +30,14 @@ def test_tiltseries_round_trip(tmp_path, client, shape, angles, pixel):
     arr = fd.open(run, "tomo_000/tiltseries")["measured"]
     assert arr.dims == ("tilt", "y", "x")
     assert arr.data.chunksize == (1, min(4, shape[1]), shape[2])
-    np.testing.assert_array_equal(arr["tilt"].values, np.asarray(angles))
+    # stored sorted by angle; the file's order is the coordinate acquisition_index
+    order = np.argsort(angles, kind="stable")
+    angles, data = np.asarray(angles)[order], data[order]
+    np.testing.assert_array_equal(arr["tilt"].values, angles)
+    if np.array_equal(order, np.arange(len(order))):
+        assert "acquisition_index" not in arr.coords  # a sorted file is stored as before
+    else:
+        np.testing.assert_array_equal(arr["acquisition_index"].values, order)
     assert arr.attrs["pixel_size_A"] == pytest.approx(pixel, rel=1e-6)
 
     dest = tmp_path / "out.mrc"

@@ -126,7 +126,7 @@ def test_apply_writes_the_modalities(run, estimated, client):
 def test_apply_constant_tilt_fails_cleanly(run, estimated):
     assert_ok(estimated)
     proc = run_cli("noise", "apply", run, "--tomo", "2", "--modalities", "noisy", "--workers", "1")
-    assert_one_line_error(proc, "tomo_002/tiltseries/noiseless: tilt 3 is constant")
+    assert_one_line_error(proc, "tomo_002/tiltseries/noiseless: tilt 4 of 11 (-24°) is constant")
     assert not store.has_var(run, "tomo_002/tiltseries/noisy")
     assert "tomo_002/tiltseries/noisy" not in store.stage_status(run)  # refused before any work
 
@@ -149,7 +149,7 @@ def test_unpaired_estimate(run, tmp_path, client):
     [
         (["--measured", MEASURED, "--noiseless", NOISELESS, "--noiseless", NOISELESS], ["1 --measured but 2 --noiseless"]),
         (["--measured", "tomo_001/tiltseries/noiseless", "--noiseless", NOISELESS], ["tomo_001/tiltseries/noiseless", "shape"]),
-        (["--measured", "tomo_002/tiltseries/noiseless", "--noiseless", NOISELESS], ["tomo_002/tiltseries/noiseless: tilt 3 is constant"]),
+        (["--measured", "tomo_002/tiltseries/noiseless", "--noiseless", NOISELESS], ["tomo_002/tiltseries/noiseless: tilt 4 of 11 (-24°) is constant"]),
         (["--measured", MEASURED, "--band", "0.9", "0.95"], ["widen"]),
     ],
 )
@@ -169,7 +169,7 @@ def test_estimate_missing_store(tmp_path):
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["--tomo", "1"], [f"has {T} tilts but tilt-series 'noiseless' has 15"]),
+        (["--tomo", "1"], ["but tilt-series 'noiseless' has -60..60 (15 tilts", "--match-angles nearest"]),
         (["--modalities", "noisy,loud"], ["unknown noise modality 'loud'"]),
         (["--model-group", "elsewhere"], ["no noise model in group 'elsewhere'"]),
     ],

@@ -142,7 +142,7 @@ def test_estimate_rejects_bad_references(pair):
     m, c = pair
     with pytest.raises(InputError, match="shape"):
         fd.estimate_noise([m], [c[:, :32]])
-    with pytest.raises(InputError, match="tilt count"):
+    with pytest.raises(InputError, match="paired by angle"):
         fd.estimate_noise([m, m[:40]], [c, c[:40]])
     with pytest.raises(InputError, match="2 measured but 1 noiseless"):
         fd.estimate_noise([m, m], [c])
@@ -154,10 +154,10 @@ def test_estimate_rejects_constant_and_nan_tilts(client, ref):
     c = ref["noiseless"][:4].copy()
     m = ref["measured"][:4].copy()
     c[2] = 1.5
-    with pytest.raises(InputError, match="noiseless.*tilt 2 is constant"):
+    with pytest.raises(InputError, match="noiseless.*tilt 3 of 4 is constant"):
         fd.estimate_noise([xr.DataArray(m, dims=("tilt", "y", "x"), name="measured")], [xr.DataArray(c, dims=("tilt", "y", "x"), name="noiseless")])
     m[1, 3, 3] = np.nan
-    with pytest.raises(InputError, match="measured: tilt 1 has NaN"):
+    with pytest.raises(InputError, match="measured: tilt 2 of 4 has NaN"):
         fd.estimate_noise([xr.DataArray(m, dims=("tilt", "y", "x"), name="measured")], [xr.DataArray(ref["noiseless"][:4], dims=("tilt", "y", "x"))])
 
 
@@ -332,7 +332,7 @@ def test_modalities_share_one_field(client, ref, noiseless, small_model, noisy):
 
 
 def test_add_noise_errors(client, noiseless, small_model):
-    with pytest.raises(InputError, match=rf"{NT} tilts but tilt-series 'noiseless' has 10"):
+    with pytest.raises(InputError, match=r"but tilt-series 'noiseless' has .*\(10 tilts"):
         fd.add_noise(noiseless[:10], small_model, seed=0)
     with pytest.raises(InputError, match="seed"):
         fd.add_noise(noiseless, small_model, seed=-1)
@@ -341,7 +341,7 @@ def test_add_noise_errors(client, noiseless, small_model):
     with pytest.raises(InputError, match="dims"):
         fd.add_noise(noiseless.transpose("x", "y", "tilt"), small_model, seed=0)
     flat = noiseless.copy(data=da.where(da.arange(NT)[:, None, None] == 7, 2.0, noiseless.data).astype(np.float32))
-    with pytest.raises(InputError, match="tilt 7 is constant"):
+    with pytest.raises(InputError, match="tilt 8 of .* is constant"):
         client.compute(fd.add_noise(flat, small_model, seed=0).data).result()
 
 

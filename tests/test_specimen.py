@@ -188,7 +188,7 @@ def test_write_and_exports(rendered, tmp_path, client):
 
     import starfile
 
-    star = starfile.read(export_particles(p, tmp_path / "p.star"))
+    star = starfile.read(export_particles(p, tmp_path / "p.star"), always_dict=True)["particles"]
     assert len(star) == n and np.allclose(star["rlnCoordinateX"], p["x"].values)
     assert np.allclose(star["rlnAngleTilt"], p["tilt"].values)
     assert list(star["rlnClassName"]) == list(p["class_name"].values)

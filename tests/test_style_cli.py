@@ -156,7 +156,7 @@ def test_imagenet_offline_is_one_line(run, tmp_path, capsys, monkeypatch):
 def test_bad_input_errors(run, tmp_path, capsys):
     cases = [
         (["--style", "tomo_002/tiltseries/measured"],
-         ["style stack 'tomo_002/tiltseries/measured' has 4 tilts but content 'content' has 5"]),
+         ["style stack 'tomo_002/tiltseries/measured' has angles -60..60 (4 tilts, step 40) but content 'content' has -60..60 (5 tilts", "--match-angles nearest"]),
         (["--style", STYLE, "--tile", "40"], ["multiple of 16"]),
         (["--style", STYLE, "--precision", "fp16"], ["--precision"]),
         (["--style", "tomo_001/tiltseries/nothing"], ["no variable 'nothing'"]),

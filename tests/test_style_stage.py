@@ -204,9 +204,13 @@ def test_errors_before_any_work(gold, tmp_path, monkeypatch):
     c = _ts(gold["content"], "content")
     s = _ts(gold["style"], "measured", source="tomo_001/tiltseries/measured")
     x = _ts(gold["init"], "noisy")
-    with pytest.raises(InputError, match=r"style stack 'tomo_001/tiltseries/measured' has 4 tilts "
-                                         r"but content 'content' has 5"):
+    with pytest.raises(InputError, match=r"style stack 'tomo_001/tiltseries/measured' has angles "
+                                         r"-60..30 \(4 tilts, step 30\) but content 'content' has "
+                                         r"-60..60 \(5 tilts"):
         fd.style_transfer(c, s[:4], x, **RANDOM)
+    # without angles on either side, tilt i styles tilt i: then the counts must agree
+    with pytest.raises(InputError, match=r"has 4 tilts but content 'content' has 5"):
+        fd.style_transfer(c, s[:4].drop_vars("tilt"), x, **RANDOM)
     with pytest.raises(InputError, match="shape"):
         fd.style_transfer(c, s, x[:, :32], **RANDOM)
     for bad in (40, 0, -16, 24.0):

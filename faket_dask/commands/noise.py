@@ -130,6 +130,7 @@ def apply_cmd(
     input_var: Annotated[Optional[str], typer.Option("--input", help="GROUP/VAR of the noiseless tilt-series (default tomo_NNN/tiltseries/noiseless).")] = None,
     model_group: Annotated[str, typer.Option(help="Store group of the noise model.")] = "noise_model",
     model_json: Annotated[Optional[Path], typer.Option(help="Read the noise model from this JSON file instead of the store.")] = None,
+    match_angles: Annotated[str, typer.Option(help="Tilts take the model's curves at their own angle: exact (same angle set) or nearest.")] = "exact",
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
@@ -153,7 +154,8 @@ def apply_cmd(
     ts = st.open_var(store, src)
     model = NoiseModel.from_json(model_json) if model_json else NoiseModel.load(store, model_group)
     # Building the graphs checks tilt counts and options; nothing is computed yet.
-    outs = {n: add_noise_modality(ts, model, n, seed, tomo=tomo) for n in names}
+    outs = {n: add_noise_modality(ts, model, n, seed, tomo=tomo, match_angles=match_angles,
+                                  match_option="--match-angles nearest") for n in names}
     group = st.tomo_group(tomo, "tiltseries")
     for n in names:
         st.check_writable(store, f"{group}/{n}", overwrite=overwrite)

@@ -22,7 +22,10 @@ def simulate_cmd(
     cluster: ClusterFile = None,
     device: Device = None,
 ) -> None:
-    """Run FakET end to end for CONFIG; rerunning the same command resumes an interrupted run."""
+    """Run FakET end to end for CONFIG; rerunning the same command resumes an interrupted run.
+
+    One run per output at a time: another is refused while a run holds OUT/.faket-dask.lock.
+    """
     from ..pipeline import format_summary, simulate
 
     summary = simulate(config, out_dir=out, overwrite=overwrite, scheduler=scheduler, cluster_file=cluster,

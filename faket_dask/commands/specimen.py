@@ -64,12 +64,49 @@ def specimen_cmd(
 
 def export_particles_cmd(
     store: Annotated[Path, typer.Argument(help="Run store with tomo_NNN/particles.")],
-    dest: Annotated[Path, typer.Argument(help="Output: .txt (SHREC particle_locations), .star (RELION) or .csv.")],
+    dest: Annotated[Path, typer.Argument(help="Output: .txt (SHREC particle_locations), .star (RELION 5) or .csv.")],
     tomo: Annotated[int, typer.Option(min=0, help="Tomogram index.")] = 0,
+    tomo_name: Annotated[
+        Optional[str], typer.Option(help="rlnTomoName in the .star (default tomo_NNN); must match RELION's tomograms.star.")
+    ] = None,
+    grid: Annotated[
+        str, typer.Option(help="Voxel coordinates of the specimen volume (specimen) or of the binned tomogram "
+                               "(tomogram, tomo_NNN/labels_particles); Å from the centre are the same.")
+    ] = "specimen",
     overwrite: Overwrite = False,
 ) -> None:
-    """Export the particle list of tomo_NNN as SHREC particle_locations.txt, RELION STAR or CSV."""
-    from ..stages.specimen import export_particles, open_particles
+    """Export the particle list of tomo_NNN as SHREC particle_locations.txt, RELION 5 STAR or CSV.
 
-    path = export_particles(open_particles(store, tomo), dest, overwrite=overwrite)
-    typer.echo(f"wrote {path}")
+    An imported grandmodel has no particle table: its particles are derived from the specimen's
+    class mask (connected components, orientations unknown); without a class mask nothing is
+    written.
+    """
+    from ..errors import InputError
+    from ..stages.specimen import check_export_path, check_tomo_name, export_particles, open_particles
+    from ..store import tomo_group
+
+    name = tomo_group(tomo, "").rstrip("/")
+    check_export_path(dest, overwrite=overwrite)
+    check_tomo_name(tomo_name or name)
+    parts = open_particles(store, tomo, grid=grid)  # type: ignore[arg-type]
+    if parts.sizes.get("particle", 0) == 0:
+        if _has_class_mask(store, tomo):
+            why = "(no particle table and its class mask labels no voxel)"
+        elif "volume_shape_zyx" in parts.attrs:
+            why = ("(imported grandmodel without a class mask); give it one (specimens.files[].class_mask) "
+                   "to derive them")
+        else:
+            why = "(no particle table and no specimen volume)"
+        raise InputError(f"{store}: {name} has no particles {why}; nothing written")
+    path = export_particles(parts, dest, overwrite=overwrite, tomo_name=tomo_name)
+    if parts.attrs.get("derived_from"):
+        typer.echo(f"faket-dask: note: {name} has no particle table; {parts.sizes['particle']} particles derived "
+                   f"from {parts.attrs['derived_from'].split(' (')[0]}, orientations unknown (written as 0)",
+                   err=True)
+    typer.echo(f"wrote {path} ({parts.sizes['particle']} particles, {grid} grid)")
+
+
+def _has_class_mask(store: Path, tomo: int) -> bool:
+    from ..store import has_var, tomo_group
+
+    return has_var(store, f"{tomo_group(tomo, 'specimen')}/class_mask")

@@ -32,7 +32,7 @@ def _cluster_has_gpus(client) -> bool:
 
 def style_cmd(
     store: Annotated[Path, typer.Argument(help="Run store with tomo_NNN/tiltseries/content and noisy.")],
-    style: Annotated[str, typer.Option("--style", help="GROUP/VAR of the style tilt-series (measured data of another tomogram, same tilt count).")],
+    style: Annotated[str, typer.Option("--style", help="GROUP/VAR of the style tilt-series (measured data of another tomogram, same angles).")],
     tomo: Annotated[int, typer.Option(help="Tomogram index: reads and writes tomo_NNN/tiltseries.")] = 0,
     weights: Annotated[str, typer.Option(help="VGG-19 weights: imagenet (local torch hub cache, see fetch-weights), random, or a state-dict file.")] = "imagenet",
     seed: Annotated[int, typer.Option(help="Seed of --weights random.")] = 0,
@@ -40,6 +40,7 @@ def style_cmd(
     batch: Annotated[Optional[int], typer.Option(help="Tilts per task (default 1 on CPU; on GPU as many as fit).")] = None,
     precision: Annotated[str, typer.Option(help="fp32, tf32 or bf16.")] = "fp32",
     device: Annotated[str, typer.Option(help="auto (cuda when the cluster's workers offer GPU=1), cpu or cuda.")] = "auto",
+    match_angles: Annotated[str, typer.Option(help="Content tilts meet the style tilt of the same angle: exact (same angle set) or nearest.")] = "exact",
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
@@ -69,7 +70,9 @@ def style_cmd(
     style_ts = st.open_var(store, style)
     style_ts.attrs["source"] = style.strip("/")  # names it in messages and in the output
     kw = dict(weights=weights, seed=seed, tile=tile, batch=batch, precision=precision)
-    check_inputs(content, style_ts, noisy, device="cuda" if device == "cuda" else "cpu", **kw)
+    pairing = dict(match_angles=match_angles, match_option="--match-angles nearest")
+    check_inputs(content, style_ts, noisy, device="cuda" if device == "cuda" else "cpu", **kw,
+                 **pairing)
     out_path = f"{group}/faket"
     st.check_writable(store, out_path, overwrite=overwrite)
     cache = grams_group(style)
@@ -84,7 +87,7 @@ def style_cmd(
             save_style_grams(ds, store, cache, overwrite=True)
             grams = load_style_grams(store, cache)
             typer.echo(f"computed style Grams -> {store}/{cache}")
-        out = style_transfer(content, grams, noisy, device=dev, **kw)
+        out = style_transfer(content, grams, noisy, device=dev, **kw, **pairing)
         out.attrs["style"] = style.strip("/")
         path = st.save(
             out, store, group, name="faket", overwrite=overwrite, progress="style transfer",

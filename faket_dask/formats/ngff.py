@@ -1,9 +1,18 @@
 """OME-NGFF (v0.5, Zarr v3) multiscale volumes, written with ome-zarr-py.
 
-A tomogram of modality M lives in the image group ``tomo_NNN/tomogram/M`` with arrays ``0``
-(full resolution), ``1``, ``2``, ... (each 2× smaller along z, y and x, block means) and the
-``ome.multiscales`` metadata that napari and ome-zarr read. :func:`open_image` returns level 0
-as a labelled volume.
+A tomogram of modality M lives in the image group ``tomo_NNN/tomogram/M`` with arrays ``s0``
+(full resolution), ``s1``, ``s2``, ... (each 2× smaller along z, y and x, block means; the
+names are ome-zarr-py's and are read from ``ome.multiscales[0].datasets[k].path``) and the
+``ome.multiscales`` metadata that napari and ome-zarr read. :func:`open_image` returns one
+level as a labelled volume.
+
+Every level's array has ``dimension_names = ["z", "y", "x"]`` (OME-NGFF 0.5 requires them to
+match the axes), so ``xr.open_zarr`` cannot open an image group as one Dataset (the levels
+conflict on the sizes of ``z, y, x``); with plain xarray open one level by dropping the others::
+
+    xr.open_zarr("run.zarr", group="tomo_000/tomogram/faket", drop_variables=["s1", "s2"])["s0"]
+
+(no coordinates), or use ``faket_dask.open(store, "tomo_000/tomogram")`` (Å coordinates).
 """
 from __future__ import annotations
 
@@ -81,13 +90,48 @@ def is_image(group: zarr.Group) -> bool:
     return "multiscales" in attrs.get("ome", {}) or "multiscales" in attrs
 
 
-def open_image(group: zarr.Group, name: str, level: int = 0) -> xr.DataArray:
-    """Level ``level`` of an OME-NGFF image group as a lazy labelled volume (pixel size kept)."""
+def levels(group: zarr.Group) -> list[str]:
+    """Array paths of an image group's levels, full resolution first (``["s0", "s1", "s2"]``)."""
     attrs = group.attrs.asdict()
     ms = attrs.get("ome", attrs)["multiscales"][0]
-    ds = ms["datasets"][level]
+    return [str(d["path"]) for d in ms["datasets"]]
+
+
+def open_image(group: zarr.Group, name: str, level: int = 0) -> xr.DataArray:
+    """Level ``level`` of an OME-NGFF image group as a lazy labelled volume.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The image group (``tomo_NNN/tomogram/M``).
+    name : str
+        Name of the returned DataArray.
+    level : int
+        0 = full resolution; level ``k`` is ``2**k`` times coarser.
+
+    Returns
+    -------
+    xarray.DataArray
+        dims ``(z, y, x)``, dask-backed, coordinates in Å (pixel centres from the corner) and
+        ``attrs["pixel_size_A"]`` from the level's scale transform; the other attrs written
+        with the image (``faket_dask_attrs``).
+
+    Raises
+    ------
+    InputError
+        ``level`` is not one of the image's levels.
+    """
+    from ..errors import InputError
+
+    attrs = group.attrs.asdict()
+    ms = attrs.get("ome", attrs)["multiscales"][0]
+    if not 0 <= int(level) < len(ms["datasets"]):
+        raise InputError(f"image '{name}' has levels 0..{len(ms['datasets']) - 1}, not {level}")
+    ds = ms["datasets"][int(level)]
     scale = next(t["scale"] for t in ds["coordinateTransformations"] if t["type"] == "scale")
     arr = da.from_zarr(group[ds["path"]])
     extra = dict(attrs.get("faket_dask_attrs", {}))
     extra.pop("pixel_size_A", None)
+    if level:
+        extra["level"] = int(level)
     return datamodel.volume(arr, float(scale[-1]), name=name, attrs=extra)

@@ -40,6 +40,7 @@ import xarray as xr
 from .. import chunking
 from ..datamodel import TILT_DIMS
 from ..errors import InputError
+from ..tilt_pairing import is_identity, match_tilts, tilt_label
 from ..kernels import noise as nz
 from ..noise_model import NoiseModel
 from ..progress import compute
@@ -152,12 +153,14 @@ def _mean_std_block(rows: np.ndarray, *, what: str, block_info: dict | None = No
     :class:`InputError` travels back to the caller unchanged.
     """
     t0 = block_info[0]["array-location"][0][0] if block_info else 0
+    n = block_info[0]["shape"][0] if block_info else rows.shape[0]
     mean, std = nz.mean_std(nz.reduce_rows(rows))
     for i in range(mean.size):
         if not (np.isfinite(mean[i]) and np.isfinite(std[i])):
-            raise InputError(f"{what}: tilt {t0 + i} has NaN or inf values")
+            raise InputError(f"{what}: {tilt_label(t0 + i, n)} has NaN or inf values")
         if std[i] == 0:
-            raise InputError(f"{what}: tilt {t0 + i} is constant (zero standard deviation)")
+            raise InputError(f"{what}: {tilt_label(t0 + i, n)} is constant "
+                             "(zero standard deviation: a blank or dark image)")
     return np.stack([mean, std], axis=-1)[:, None, :]
 
 
@@ -186,18 +189,22 @@ def _row_moments(data: da.Array) -> da.Array:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_moments(mo: np.ndarray, checks: Sequence[tuple[str, int, int]]) -> None:
+def _check_moments(mo: np.ndarray, checks: Sequence[tuple]) -> None:
     """Reject NaN/inf and constant tilts after the reduction, naming the array and the tilt.
 
-    ``checks`` holds ``(name, sum column, css column)`` of each array in the moments.
+    ``checks`` holds ``(name, sum column, css column[, angles])`` of each array in the
+    moments; tilts are named 1-based with their angle when known.
     """
-    for name, col_sum, col_css in checks:
+    for check in checks:
+        name, col_sum, col_css = check[:3]
+        angles = check[3] if len(check) > 3 else None
         bad = np.flatnonzero(~(np.isfinite(mo[:, col_sum]) & np.isfinite(mo[:, col_css])))
         if bad.size:
-            raise InputError(f"{name}: tilt {bad[0]} has NaN or inf values")
+            raise InputError(f"{name}: {tilt_label(int(bad[0]), len(mo), angles)} has NaN or inf values")
         const = np.flatnonzero(mo[:, col_css] <= 0)
         if const.size:
-            raise InputError(f"{name}: tilt {const[0]} is constant (zero standard deviation)")
+            raise InputError(f"{name}: {tilt_label(int(const[0]), len(mo), angles)} is constant "
+                             "(zero standard deviation: a blank or dark image)")
 
 
 def _angles(arr: xr.DataArray) -> np.ndarray | None:
@@ -211,6 +218,18 @@ def _check_tilt_counts(arrays: Sequence[xr.DataArray], names: Sequence[str]) -> 
     if len(set(counts)) > 1:
         listed = ", ".join(f"{n} has {c}" for n, c in zip(names, counts))
         raise InputError(f"references differ in tilt count ({listed}); curves are averaged per tilt")
+
+
+def _align(arr: xr.DataArray, to: xr.DataArray, name: str, to_name: str,
+           match_angles: str = "exact") -> xr.DataArray:
+    """``arr`` reordered so its tilt i has the angle of ``to``'s tilt i (by position when
+    either has no angles). Curves are averaged, and pairs are compared, angle by angle."""
+    a, b = _angles(arr), _angles(to)
+    if a is None or b is None:
+        return arr
+    idx = match_tilts(b, a, target=to_name, source=name, mode=match_angles,
+                      option="references with the same angles (curves are averaged angle by angle) or")
+    return arr if is_identity(idx) else arr.isel(tilt=idx)
 
 
 def check_references(
@@ -237,6 +256,14 @@ def check_references(
         raise InputError("estimate_noise: no measured tilt-series given")
     m_names = _names(ms, names, "measured")
     ms = [_as_tiltseries(a, n) for a, n in zip(ms, m_names)]
+    # every reference's tilt i must have the first reference's angle i (stores keep stacks
+    # sorted by angle, but arrays given directly may come in acquisition order)
+    # The curves are fitted over the tilt index (METHOD §2), so that index must run over
+    # ascending angles: the first reference is sorted, the others follow it angle by angle.
+    order = np.argsort(_angles(ms[0]), kind="stable") if _angles(ms[0]) is not None else None
+    if order is not None and not is_identity(order):
+        ms[0] = ms[0].isel(tilt=order)
+    ms = [ms[0]] + [_align(m, ms[0], n, m_names[0]) for m, n in zip(ms[1:], m_names[1:])]
     _check_tilt_counts(ms, m_names)
     if noiseless is None:
         return ms, None, m_names, None
@@ -247,6 +274,8 @@ def check_references(
         )
     c_names = _names(cs, noiseless_names, "noiseless")
     cs = [_as_tiltseries(a, n) for a, n in zip(cs, c_names)]
+    cs = [_align(c, m, cn, mn) if m.shape == c.shape else c
+          for m, c, mn, cn in zip(ms, cs, m_names, c_names)]
     for m, c, mn, cn in zip(ms, cs, m_names, c_names):
         if m.shape != c.shape:
             raise InputError(f"{mn} has shape {m.shape} but its noiseless partner {cn} has {c.shape}")
@@ -271,7 +300,7 @@ def check_values(arrays: Sequence[xr.DataArray], names: Sequence[str]) -> None:
     results = compute(per_tilt[0] if len(per_tilt) == 1 else da.concatenate(per_tilt), label="checking inputs")
     offsets = np.cumsum([0] + [a.sizes["tilt"] for a in arrs])
     for i, n in enumerate(names):
-        _check_moments(np.asarray(results[offsets[i] : offsets[i + 1]]), [(n, nz.SUM, nz.CSS)])
+        _check_moments(np.asarray(results[offsets[i] : offsets[i + 1]]), [(n, nz.SUM, nz.CSS, _angles(arrs[i]))])
 
 
 def estimate_noise(
@@ -326,8 +355,9 @@ def estimate_noise(
     # One array, one compute: every reference shares the scheduling (tilt counts are equal).
     moments = compute(da.stack(tilt_moments), label="estimating noise (paired)")
     raw = []
-    for mo, mn, cn in zip(moments, m_names, c_names):
-        _check_moments(np.asarray(mo), [(mn, nz.P_SUM_M, nz.P_CSS_M), (cn, nz.P_SUM_C, nz.P_CSS_C)])
+    for mo, m, mn, cn in zip(moments, ms, m_names, c_names):
+        _check_moments(np.asarray(mo), [(mn, nz.P_SUM_M, nz.P_CSS_M, _angles(m)),
+                                        (cn, nz.P_SUM_C, nz.P_CSS_C, _angles(m))])
         raw.append(nz.curves_from_moments(mo))
     return NoiseModel.from_raw(
         raw, order, angles_deg=_angles(ms[0]), method="paired",
@@ -515,7 +545,7 @@ def estimate_noise_unpaired(
     moments = compute(da.stack(per_tilt), label="estimating noise (unpaired)")
     raw = []
     for mo, m, n in zip(moments, ms, names):
-        _check_moments(np.asarray(mo), [(n, nz.SUM, nz.CSS)])
+        _check_moments(np.asarray(mo), [(n, nz.SUM, nz.CSS, _angles(m))])
         raw.append(unpaired_curves(mo, m.sizes["x"], band))
     return NoiseModel.from_raw(
         raw, order, angles_deg=_angles(ms[0]), method="unpaired",
@@ -573,6 +603,8 @@ def add_noise(
     *,
     tomo: int = 0,
     name: str | None = None,
+    match_angles: str = "exact",
+    match_option: str = "match_angles='nearest'",
 ) -> xr.DataArray:
     """Add FakET noise to a noiseless tilt-series (METHOD.md §3), lazily.
 
@@ -597,6 +629,12 @@ def add_noise(
         fields under one seed.
     name : str, optional
         Name of the result (default ``"noisy"``).
+    match_angles : {"exact", "nearest"}
+        When both the model and ``ts`` carry angles, tilt i takes the curves at its own angle
+        (:func:`faket_dask.tilt_pairing.match_tilts`): ``"exact"`` needs the same angle set,
+        ``"nearest"`` takes the nearest model angle. Without angles, by position.
+    match_option : str
+        How the caller spells the ``"nearest"`` setting (named in the refusal).
 
     Returns
     -------
@@ -615,18 +653,26 @@ def add_noise(
         raise InputError(f"add_noise: model must be a NoiseModel, got {type(model).__name__}")
     what = _name(ts, None, "tilt-series")
     ts = _as_tiltseries(ts, what)
-    if model.n_tilts != ts.sizes["tilt"]:
-        src = ", ".join(s.get("measured", "?") for s in model.sources) or "given curves"
+    src = ", ".join(s.get("measured", "?") for s in model.sources) or "given curves"
+    ts_angles, model_angles = _angles(ts), model.angles_deg
+    if ts_angles is not None and model_angles is not None:
+        # curves are the model's per-angle values: tilt i gets the curve at its own angle
+        pick = match_tilts(ts_angles, np.asarray(model_angles, np.float64),
+                           target=f"tilt-series '{what}'", source=f"noise model ({src})",
+                           mode=match_angles, option=match_option)
+    elif model.n_tilts != ts.sizes["tilt"]:
         raise InputError(
             f"noise model ({src}) has {model.n_tilts} tilts but tilt-series '{what}' has "
             f"{ts.sizes['tilt']}; estimate the model from references with the same tilts"
         )
+    else:
+        pick = np.arange(model.n_tilts)
     seed = _check_u32("seed", seed)
     tomo = _check_u32("tomo", tomo)
     k = float(scale)
     if not (np.isfinite(k) and k >= 0):
         raise InputError(f"noise scale must be a finite number >= 0, got {scale}")
-    curves = {c: model.curve(c) for c in ("r", "sigma", "mean", "std")}
+    curves = {c: model.curve(c)[pick] for c in ("r", "sigma", "mean", "std")}
     if (curves["std"] <= 0).any():
         bad = int(np.flatnonzero(curves["std"] <= 0)[0])
         raise InputError(f"noise model: fitted std of tilt {bad} is {curves['std'][bad]:.4g} <= 0 (try a lower order)")
@@ -657,7 +703,8 @@ def add_noise(
 
 
 def add_noise_modality(
-    ts: xr.DataArray, model: NoiseModel, modality: str, seed: int, *, tomo: int = 0
+    ts: xr.DataArray, model: NoiseModel, modality: str, seed: int, *, tomo: int = 0,
+    match_angles: str = "exact", match_option: str = "match_angles='nearest'",
 ) -> xr.DataArray:
     """One of FakET's modalities: ``"noisy"``, ``"content"`` or ``"baseline"`` (METHOD §3).
 
@@ -672,7 +719,8 @@ def add_noise_modality(
     spec = nz.MODALITIES.get(modality)
     if spec is None:
         raise InputError(f"unknown noise modality '{modality}' (choose from {', '.join(nz.MODALITIES)})")
-    out = add_noise(ts, model.with_order(spec.order), seed, spec.k, tomo=tomo, name=modality)
+    out = add_noise(ts, model.with_order(spec.order), seed, spec.k, tomo=tomo, name=modality,
+                    match_angles=match_angles, match_option=match_option)
     out.attrs["noise_modality"] = modality
     return out
 

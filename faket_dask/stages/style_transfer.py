@@ -58,6 +58,7 @@ from .. import store as st
 from ..datamodel import TILT_DIMS
 from ..errors import InputError, OutputExistsError
 from ..progress import compute, current_client
+from ..tilt_pairing import is_identity, match_tilts
 from ._common import gpu_annotation, resolve_device
 
 if TYPE_CHECKING:
@@ -679,9 +680,37 @@ class _Prepared:
     grams_settings: _Settings | None  # for a style stack given as a DataArray
 
 
+def _angles_of(obj: xr.DataArray | xr.Dataset) -> np.ndarray | None:
+    if "tilt" in obj.coords and np.issubdtype(obj["tilt"].dtype, np.number):
+        return np.asarray(obj["tilt"].values, np.float64)
+    return None
+
+
+def _pair_by_angle(content: xr.DataArray, style: xr.DataArray | xr.Dataset,
+                   names: dict[str, str], match_angles: str,
+                   match_option: str) -> xr.DataArray | xr.Dataset:
+    """``style`` reordered so that its tilt i has content tilt i's angle (see
+    :func:`faket_dask.tilt_pairing.match_tilts`); by position when either lacks angles."""
+    t = content.sizes["tilt"]
+    ca, sa = _angles_of(content), _angles_of(style)
+    if ca is None or sa is None:
+        ts = style.sizes.get("tilt", 0)
+        if ts != t:
+            raise InputError(f"style stack '{names['style']}' has {ts} tilts but content "
+                             f"'{names['content']}' has {t}")
+        return style
+    idx = match_tilts(ca, sa, target=f"content '{names['content']}'",
+                      source=f"style stack '{names['style']}'", mode=match_angles,
+                      option=match_option)
+    if is_identity(idx):
+        return style
+    return style.isel(tilt=idx)
+
+
 def _prepare(content: Any, style: Any, init: Any, *, weights: Any, seed: Any, device: Any,
              batch: Any, precision: str, tile: Any, params: NSTParams | None,
-             algorithm: str) -> _Prepared:
+             algorithm: str, match_angles: str = "exact",
+             match_option: str = "match_angles='nearest'") -> _Prepared:
     content = _as_tilts(content, "content")
     init = _as_tilts(init, "init")
     names = {"content": _source(content, "content"), "init": _source(init, "init")}
@@ -696,14 +725,10 @@ def _prepare(content: Any, style: Any, init: Any, *, weights: Any, seed: Any, de
         if style.attrs.get("kind") != GRAMS_KIND:
             raise InputError(f"style dataset '{names['style']}' is not a Gram dataset "
                              "(style_grams_dataset / load_style_grams)")
-        ts = style.sizes.get("tilt", 0)
     else:
         style = _as_tilts(style, "style")
         names["style"] = _source(style, "style")
-        ts = style.sizes["tilt"]
-    if ts != t:
-        raise InputError(f"style stack '{names['style']}' has {ts} tilts but content "
-                         f"'{names['content']}' has {t}")
+    style = _pair_by_angle(content, style, names, match_angles, match_option)
     s = _settings(tuple(content.shape[1:]), **kw)
     gs = None
     if isinstance(style, xr.Dataset):
@@ -724,13 +749,15 @@ def check_inputs(
     content: Any, style: Any, init: Any, *, weights: Any = "imagenet", seed: int = 0,
     device: str | None = None, batch: int | None = None, precision: str = "fp32",
     tile: int | None = None, params: NSTParams | None = None, algorithm: str = "auto",
+    match_angles: str = "exact", match_option: str = "match_angles='nearest'",
 ) -> None:
     """Everything :func:`style_transfer` validates before reading data (cheap, no compute).
 
     The CLI calls this before it starts a cluster. Raises :class:`InputError`.
     """
     _prepare(content, style, init, weights=weights, seed=seed, device=device, batch=batch,
-             precision=precision, tile=tile, params=params, algorithm=algorithm)
+             precision=precision, tile=tile, params=params, algorithm=algorithm,
+             match_angles=match_angles, match_option=match_option)
 
 
 def style_transfer(
@@ -747,6 +774,8 @@ def style_transfer(
     params: NSTParams | None = None,
     name: str = "faket",
     algorithm: str = "auto",
+    match_angles: str = "exact",
+    match_option: str = "match_angles='nearest'",
 ) -> xr.DataArray:
     """FakET's neural style transfer of a tilt-series (METHOD.md §4), lazily.
 
@@ -755,7 +784,7 @@ def style_transfer(
     content : DataArray (tilt, y, x)
         CONTENT (the noiseless projections with a quarter of the noise), any units.
     style : DataArray (tilt, y, x) or Dataset
-        The style stack (original units; tilt i styles content tilt i), or its Grams from
+        The style stack (original units), or its Grams from
         :func:`style_grams_dataset` / :func:`load_style_grams` (then nothing of the style
         stack is recomputed; the Grams must come from the same weights and style layers).
     init : DataArray (tilt, y, x)
@@ -786,6 +815,14 @@ def style_transfer(
     algorithm : {"auto", "winograd", "direct"}
         Convolution algorithm; ``"auto"`` is resolved now (Winograd from conv3_1 on CPU for
         tilts of at least 192² pixels when torch has NNPACK, else direct).
+    match_angles : {"exact", "nearest"}
+        How content tilts meet style tilts when both carry angles: each content tilt is
+        styled with the style tilt *of the same angle*, whatever the stacks' orders
+        (``"exact"``: the angle sets must agree within half a step, else InputError naming
+        both ranges; ``"nearest"``: the nearest style angle, counts may differ). Without
+        angles on either side, tilt i styles tilt i and the counts must agree.
+    match_option : str
+        How the caller spells the ``"nearest"`` setting (named in the refusal).
 
     Returns
     -------
@@ -810,7 +847,8 @@ def style_transfer(
     """
     prep = _prepare(content, style, init, weights=weights, seed=seed, device=device,
                     batch=batch, precision=precision, tile=tile, params=params,
-                    algorithm=algorithm)
+                    algorithm=algorithm, match_angles=match_angles,
+                    match_option=match_option)
     s = prep.settings
     _check_device_usable(s.device)
     content, init, names = prep.content, prep.init, prep.names
@@ -859,5 +897,10 @@ def style_transfer(
         "nst_content_range": [float(v) for v in crange],
         "nst_init_range": [float(v) for v in xrange],
         "nst_style_range": [None if v is None else float(v) for v in srange],
+        "nst_match_angles": match_angles,
     })
+    style_angles = _angles_of(prep.style)
+    if style_angles is not None:
+        # which style tilt styled each content tilt, for the record
+        attrs["nst_style_tilt_deg"] = [float(a) for a in style_angles]
     return xr.DataArray(out, dims=TILT_DIMS, coords=content.coords, attrs=attrs, name=name)

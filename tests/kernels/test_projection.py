@@ -119,18 +119,25 @@ def test_bit_identical_across_y_splits(shape, angles):
     assert np.array_equal(single, whole)
 
 
-def test_bit_identical_across_cpu_column_blocks(monkeypatch):
-    """Blocks of 16 columns give the same bits as the default blocks of 32."""
+def test_cpu_column_blocks(monkeypatch):
+    """The block width is fixed, so any y-split gives the same bits at either width; blocks of
+    16 columns agree with the default 32 to float32 rounding. (Bit-identity across *widths*
+    was asserted once but does not hold with torch 2.14.1's CSR × dense kernel on this CPU,
+    whose rounding depends on the dense width; chunk invariance only needs a fixed width.)"""
     from faket_dask.kernels import projection
 
     vol = smooth_volume((24, 40, 20), seed=2)
+    splits = ((0, 5), (5, 19), (19, 40))
     assert projection.column_block_width(24, 20) == 32
     whole = project_slab(vol, AWKWARD)  # blocks 32 + 8 (padded to 32)
+    parts = [project_slab(vol[:, a:b], AWKWARD) for a, b in splits]
+    assert np.array_equal(np.concatenate(parts, axis=1), whole)
     monkeypatch.setattr(projection, "_CPU_BLOCK_WIDTH", 16)
     assert projection.column_block_width(24, 20) == 16
-    assert np.array_equal(project_slab(vol, AWKWARD), whole)  # blocks 16 + 16 + 8 (padded)
-    parts = [project_slab(vol[:, a:b], AWKWARD) for a, b in ((0, 5), (5, 19), (19, 40))]
-    assert np.array_equal(np.concatenate(parts, axis=1), whole)
+    narrow = project_slab(vol, AWKWARD)  # blocks 16 + 16 + 8 (padded)
+    np.testing.assert_allclose(narrow, whole, rtol=0, atol=2e-6 * np.abs(whole).max())
+    parts = [project_slab(vol[:, a:b], AWKWARD) for a, b in splits]
+    assert np.array_equal(np.concatenate(parts, axis=1), narrow)
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
