@@ -13,7 +13,7 @@ its own process with the RSS of its whole process tree sampled every 20 ms:
   threshold, so every ≥128 kB temporary is a fresh mmap and page-faults; the Philox field
   generator allocates 256 kB temporaries).
 * ``numpy``: the straightforward path on a whole in-memory stack: ``np.load``, the whole field
-  ``normal_block(seed, 0, all tilts)``, ``kernels.noise.add_noise_reference`` (METHOD §3
+  ``normal_block(seed, 0, all tilts)``, ``kernels.noise.add_noise_reference`` (docs/method.md §3
   literally, float64), ``np.save``.
 
 ``compute_s`` is the work (stage: build + compute + write; numpy: field + formula), ``wall_s``
@@ -48,7 +48,7 @@ def _model(tilts: int):
     from faket_dask.kernels import noise as nz
     from faket_dask.noise_model import NoiseModel
 
-    golden = Path(os.environ.get("FAKET_GOLDEN_DIR", _REPO.parent / "shared" / "golden"))
+    golden = Path(os.environ.get("FAKET_GOLDEN_DIR", _REPO / "tests" / "golden"))
     with np.load(golden / "noise_estimation.npz") as g:
         raw = nz.curves_from_arrays(g["measured"], g["noiseless"])
     if tilts != 61:
@@ -114,7 +114,9 @@ def _run_numpy(tmp: Path) -> dict:
     p = np.load(tmp / "noiseless.npy")
     t1 = time.perf_counter()
     t, ny, nx = p.shape
-    z = nz.normal_block(SEED, 0, range(t), 0, ny, nx)
+    from faket_dask.kernels.noise_rng import normal_block
+
+    z = normal_block(SEED, 0, range(t), 0, ny, nx)
     t2 = time.perf_counter()
     out = nz.add_noise_reference(p, *(model.curve(k) for k in ("r", "sigma", "mean", "std")), z, 1.0)
     t3 = time.perf_counter()
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     import zarr
 
     report: dict = {
-        "benchmark": "add_noise (METHOD.md §3): stage on a LocalCluster vs in-memory numpy reference",
+        "benchmark": "add_noise (docs/method.md §3): stage on a LocalCluster vs in-memory numpy reference",
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "numpy": np.__version__},
         "workers": args.workers,

@@ -55,9 +55,9 @@ def run_width(width: int, args: argparse.Namespace, root: Path) -> dict:
         "tilts": args.tilts,
         "wall_s": round(wall, 1),
         "pipeline_s": summary["seconds_total_this_invocation"],
-        "peak_worker_MB": summary["peak_memory_MB"]["worker"],
-        "peak_client_MB": summary["peak_memory_MB"]["client"],
-        "per_stage": {k: {"s": v["seconds"], "peak_worker_MB": v["peak_worker_MB"]} for k, v in stages.items()},
+        "peak_worker_MiB": summary["peak_memory_MiB"]["worker"],
+        "peak_client_MiB": summary["peak_memory_MiB"]["client"],
+        "per_stage": {k: {"s": v["seconds"], "peak_worker_MiB": v["peak_worker_MiB"]} for k, v in stages.items()},
     }
 
 
@@ -77,7 +77,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "runs": runs,
-        "peak_worker_ratio": round(hi["peak_worker_MB"] / lo["peak_worker_MB"], 3),
+        "peak_worker_ratio": round(hi["peak_worker_MiB"] / lo["peak_worker_MiB"], 3),
         "data_ratio": hi["width"] / lo["width"],
         "time_ratio": round(hi["pipeline_s"] / lo["pipeline_s"], 2),
     }

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ctx = mp.get_context("spawn")
     report: dict = {
-        "benchmark": "projection (METHOD.md §1)",
+        "benchmark": "projection (docs/method.md §1)",
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),

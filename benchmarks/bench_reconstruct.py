@@ -7,7 +7,7 @@ own fresh process (multiprocessing "spawn"), so that each gets its own peak RSS:
             backproject_slab over the whole stack (one slab, cy = all rows);
 - original: per-tilt scipy.ndimage.zoom(1/factor, order=3) -> numpy FFT filter ->
             radontea.backproject_3d(filtering=None, weight_angles=False, padding=False,
-            ncpus=threads) -> flip of axis 0 (what FakET runs; see METHOD.md §5).
+            ncpus=threads) -> flip of axis 0 (what FakET runs; see docs/method.md §5).
             If radontea is not installed, a plain numpy implementation of the same formula
             (np.interp per row and tilt) is used instead and labelled "numpy-fallback".
 
@@ -90,7 +90,7 @@ def _ours(proj: np.ndarray, angles: np.ndarray, binning: int) -> np.ndarray:
 
 
 def _numpy_backproject_3d(filtered: np.ndarray, angles_rad: np.ndarray) -> np.ndarray:
-    """Fallback reference: METHOD §5.3 with np.interp, row by row (float64, like radontea)."""
+    """Fallback reference: docs/method.md §5.3 with np.interp, row by row (float64, like radontea)."""
     t, ny, n = filtered.shape
     x = np.linspace(-n / 2, n / 2, n, endpoint=False) + 0.5
     xv, zv = np.meshgrid(x, x)
@@ -106,7 +106,7 @@ def _numpy_backproject_3d(filtered: np.ndarray, angles_rad: np.ndarray) -> np.nd
 
 
 def _original_filter(ny: int, nx: int) -> np.ndarray:
-    """approxShrec as in the original (METHOD §5.2), numpy only, so this process never
+    """approxShrec as in the original (docs/method.md §5.2), numpy only, so this process never
     imports torch and its RSS is the original's own."""
     size = max(ny, nx)
     nyq = size // 2

@@ -17,7 +17,8 @@ from .noise_model import NoiseModel
 from .stages.noise import add_noise, estimate_noise
 from .stages.projection import project
 from .stages.reconstruction import reconstruct
-from .stages.style_transfer import style_grams_dataset, style_transfer
+from .stages.style_grams import style_grams_dataset
+from .stages.style_transfer import style_transfer
 from .store import open, open_var, save  # noqa: A004 - `open` is the documented API name
 
 __version__ = "0.1.0"

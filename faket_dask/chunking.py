@@ -7,14 +7,19 @@ both read whole chunks: nothing is ever rechunked through memory.
 from __future__ import annotations
 
 import math
+from typing import Final
 
-#: Default budget for one Zarr chunk (bytes): large enough for efficient I/O, small enough that
-#: a worker holds many at once.
-DEFAULT_CHUNK_BYTES = 8 * 2**20
-#: Default working-memory budget of one slab task (bytes); a slab task holds its input slab,
-#: its output slab and kernel temporaries, hence :data:`SLAB_OVERHEAD`.
-DEFAULT_TASK_BYTES = 512 * 2**20
-SLAB_OVERHEAD = 4
+from .params import CHUNK_MiB, MIB, TASK_MEMORY_MiB
+
+#: Default budget for one Zarr chunk (bytes): :data:`faket_dask.params.CHUNK_MiB` MiB.
+DEFAULT_CHUNK_BYTES: Final = CHUNK_MiB * MIB
+#: Default working-memory budget of one slab task (bytes):
+#: :data:`faket_dask.params.TASK_MEMORY_MiB` MiB. A slab task holds its input slab, its output
+#: slab and kernel temporaries, hence :data:`SLAB_OVERHEAD`.
+DEFAULT_TASK_BYTES: Final = TASK_MEMORY_MiB * MIB
+#: Bytes a slab task needs per byte of its input slab (input, output, kernel temporaries;
+#: docs/architecture.md, "Chunking").
+SLAB_OVERHEAD: Final = 4
 
 
 def choose_cy(

@@ -129,15 +129,16 @@ def project_cmd(
     gpus: Gpus = False,
     cluster: ClusterFile = None,
 ) -> None:
-    """Project tomo_NNN/specimen/density into tomo_NNN/tiltseries/noiseless (METHOD §1)."""
+    """Project tomo_NNN/specimen/density into tomo_NNN/tiltseries/noiseless (docs/method.md §1)."""
     from .config import Acquisition
     from .formats.convert import angles_from_range
     from .stages.projection import project
-    from .store import check_writable, open_var, save, tomo_group
+    from .store import check_writable, open_var, save
+    from .store.layout import specimen_group, tiltseries_group, tiltseries_var
 
-    out_group = tomo_group(tomo, "tiltseries")
-    check_writable(store, f"{out_group}/noiseless", overwrite=overwrite)
-    vol = open_var(store, tomo_group(tomo, "specimen") + "/density")
+    out_group = tiltseries_group(tomo)
+    check_writable(store, tiltseries_var(tomo, "noiseless"), overwrite=overwrite)
+    vol = open_var(store, f"{specimen_group(tomo)}/density")
     angles_deg = angles_from_range(*angles) if angles else Acquisition().angles_deg()
     with _connect(scheduler, workers, gpus, cluster):
         ts = project(vol, angles_deg, device="cuda" if gpus else device)
@@ -146,16 +147,21 @@ def project_cmd(
     typer.echo(f"wrote {store}/{path} {tuple(ts.shape)}")
 
 
+# reconstruct_cmd's defaults and choices: their one owner is faket_dask.params.reconstruction.
+from .params import CROWTHER, FILTER_NAMES, RECONSTRUCTION_BINNING, RECONSTRUCTION_FILTER, SHREC_Z_VALID  # noqa: E402
+
+
 @app.command("reconstruct")
 def reconstruct_cmd(
     store: Annotated[Path, typer.Argument(help="Run store.")],
     tomo: Annotated[int, typer.Option(min=0, help="Tomogram index.")] = 0,
     modality: Annotated[str, typer.Option(help="Tilt-series variable to reconstruct (faket, noisy, ...).")] = "faket",
-    binning: Annotated[int, typer.Option(min=1, help="Binning factor (cubic spline).")] = 2,
-    filter: Annotated[str, typer.Option(help="approx_shrec, ramp or none.")] = "approx_shrec",
-    crowther: Annotated[Optional[float], typer.Option(help="approxShrec Crowther frequency, fraction of Nyquist (0.61).")] = None,
+    binning: Annotated[int, typer.Option(min=1, help="Binning factor (cubic spline).")] = RECONSTRUCTION_BINNING,
+    filter: Annotated[str, typer.Option(help=f"{', '.join(FILTER_NAMES[:-1])} or {FILTER_NAMES[-1]}.")] = RECONSTRUCTION_FILTER,
+    crowther: Annotated[Optional[float], typer.Option(help=f"approxShrec Crowther frequency, fraction of Nyquist ({CROWTHER:g}).")] = None,
     z_valid: Annotated[
-        Optional[tuple[float, float]], typer.Option(help="Relative z-range to keep, e.g. 0.32226 0.67382.")
+        Optional[tuple[float, float]],
+        typer.Option(help=f"Relative z-range to keep, e.g. {SHREC_Z_VALID[0]:g} {SHREC_Z_VALID[1]:g} (SHREC's)."),
     ] = None,
     thickness: Annotated[Optional[int], typer.Option(min=1, help="Slices before --z-valid (default: binned width).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
@@ -168,14 +174,15 @@ def reconstruct_cmd(
     """Reconstruct tomo_NNN/tiltseries/MODALITY into the OME-NGFF image tomo_NNN/tomogram/MODALITY."""
     import shutil
 
-    from .stages.reconstruction import FILTERS, reconstruct
-    from .store import check_writable, open_var, save_image, tomo_group
+    from .stages.reconstruction import reconstruct
+    from .store import check_writable, open_var, save_image
+    from .store.layout import tiltseries_var, tomogram_group
 
-    if filter not in FILTERS:
-        raise FaketError(f"--filter must be one of {', '.join(FILTERS)}, got '{filter}'")
-    out_group = tomo_group(tomo, "tomogram")
+    if filter not in FILTER_NAMES:
+        raise FaketError(f"--filter must be one of {', '.join(FILTER_NAMES)}, got '{filter}'")
+    out_group = tomogram_group(tomo)
     check_writable(store, f"{out_group}/{modality}", overwrite=overwrite)
-    ts = open_var(store, f"{tomo_group(tomo, 'tiltseries')}/{modality}")
+    ts = open_var(store, tiltseries_var(tomo, modality))
     scratch = Path(store) / "_scratch"
     with _connect(scheduler, workers, gpus, cluster):
         vol = reconstruct(ts, binning=binning, filter=filter, crowther=crowther, z_valid=z_valid, thickness=thickness,

@@ -1,7 +1,14 @@
-"""Pydantic models of a run; defaults are the paper's settings (METHOD.md).
+"""Pydantic models of a run; defaults are the paper's settings (``docs/method.md``).
 
-Unknown keys are rejected (``extra="forbid"``) and reported with their dotted path, e.g.
-``run.yaml: unknown key 'style.lrr'``.
+The models compose the settings owned by :mod:`faket_dask.params` (their names, Literal types
+and defaults come from there); this module adds the run-level layout, validation across keys
+and the YAML reading. Unknown keys are rejected (``extra="forbid"``) and reported with their
+dotted path, e.g. ``run.yaml: unknown key 'style.lrr'``.
+
+Memory budgets are in MiB (``compute.task_memory_MiB``, ``compute.chunk_MiB``). The old keys
+``compute.task_memory_MB`` / ``compute.chunk_MB`` are still read, as the same number of MiB,
+and reported by :func:`deprecations`; the settings (and so :meth:`RunConfig.hash`) are the
+same whichever spelling a file uses.
 """
 from __future__ import annotations
 
@@ -12,10 +19,32 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from .errors import InputError
-from .stages.microscope import MicroscopeParams
+from .params import (
+    CHUNK_MiB,
+    CONTENT_LAYER_WEIGHTS,
+    CONTENT_LAYERS,
+    CONTENT_WEIGHT,
+    DEFAULT_PRECISION,
+    DEFAULT_WEIGHTS,
+    EMA_DECAY,
+    ITERATIONS,
+    LR,
+    RECONSTRUCTED_MODALITIES,
+    RECONSTRUCTION_BINNING,
+    RECONSTRUCTION_FILTER,
+    STYLE_LAYER_WEIGHTS,
+    STYLE_LAYERS,
+    STYLE_WEIGHT,
+    TASK_MEMORY_MiB,
+    TV_WEIGHT,
+    FilterName,
+    MicroscopeParams,
+    NoiseParams,
+    Precision,
+)
 
 
 class _Strict(BaseModel):
@@ -38,34 +67,29 @@ class Acquisition(_Strict):
                                  what="acquisition (tilt_start_deg, tilt_stop_deg, tilt_step_deg)")
 
 
-class Noise(_Strict):
-    """Noise modalities (METHOD.md §2-3)."""
-
-    order: int = Field(2, ge=0, le=10, description="polynomial order for NOISY and CONTENT")
-    baseline_order: int = Field(0, ge=0, le=10, description="polynomial order for BASELINE")
-    noisy_scale: float = 1.0
-    content_scale: float = 0.25
-    baseline_scale: float = 1.0
+#: Noise modalities (``docs/method.md §2-3``): the orders and scales of NOISY, CONTENT and
+#: BASELINE, owned by :mod:`faket_dask.params.noise`.
+Noise = NoiseParams
 
 
 class Style(_Strict):
-    """Neural style transfer (METHOD.md §4)."""
+    """Neural style transfer (``docs/method.md §4``); defaults from :mod:`faket_dask.params.nst`."""
 
-    weights: str = "imagenet"
-    content_layers: tuple[int, ...] = (8,)
-    content_layer_weights: tuple[float, ...] = (100.0,)
-    content_weight: float = 1.0
-    style_layers: tuple[int, ...] = (1, 6, 11, 20, 29)
-    style_layer_weights: tuple[float, ...] = (256.0, 64.0, 16.0, 4.0, 1.0)
-    style_weight: float = 1.0
-    tv_weight: float = 0.0
-    lr: float = Field(0.15, gt=0)
-    iterations: int = Field(1, ge=1)
-    ema_decay: float = Field(0.99, ge=0, lt=1)
-    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    weights: str = DEFAULT_WEIGHTS
+    content_layers: tuple[int, ...] = CONTENT_LAYERS
+    content_layer_weights: tuple[float, ...] = CONTENT_LAYER_WEIGHTS
+    content_weight: float = CONTENT_WEIGHT
+    style_layers: tuple[int, ...] = STYLE_LAYERS
+    style_layer_weights: tuple[float, ...] = STYLE_LAYER_WEIGHTS
+    style_weight: float = STYLE_WEIGHT
+    tv_weight: float = TV_WEIGHT
+    lr: float = Field(LR, gt=0)
+    iterations: int = Field(ITERATIONS, ge=1)
+    ema_decay: float = Field(EMA_DECAY, ge=0, lt=1)
+    precision: Precision = DEFAULT_PRECISION
     batch: int | None = Field(None, ge=1)
     tile: int | Literal["auto"] | None = Field(
-        "auto", description="tile edge (multiple of 16); auto: tile only tilts too large for compute.task_memory_MB"
+        "auto", description="tile edge (multiple of 16); auto: tile only tilts too large for compute.task_memory_MiB"
     )
 
     @model_validator(mode="after")
@@ -80,14 +104,14 @@ class Style(_Strict):
 
 
 class Reconstruction(_Strict):
-    """Tomogram reconstruction (METHOD.md §5)."""
+    """Tomogram reconstruction (``docs/method.md §5``); defaults from :mod:`faket_dask.params.reconstruction`."""
 
-    binning: int = Field(2, ge=1)
-    filter: Literal["approx_shrec", "ramp", "none"] = "approx_shrec"
+    binning: int = Field(RECONSTRUCTION_BINNING, ge=1)
+    filter: FilterName = RECONSTRUCTION_FILTER
     z_valid: tuple[float, float] | None = None
     thickness: int | None = Field(None, ge=1, description="slices before z_valid (default: binned width)")
     modalities: tuple[str, ...] = Field(
-        ("noiseless", "measured", "noisy", "baseline", "faket"),
+        RECONSTRUCTED_MODALITIES,
         description="tilt-series reconstructed (those a run has; content is an intermediate)",
     )
 
@@ -159,11 +183,43 @@ class Report(_Strict):
     figures: bool = True
 
 
-class Compute(_Strict):
-    """Chunking and memory budgets (see docs/architecture.md)."""
+#: Old spellings of the memory budgets: read as the same number of MiB (the pipeline used the
+#: MB keys with both 10**6 and 2**20 bytes; MiB is now the one unit), with a notice.
+_DEPRECATED_COMPUTE_KEYS: dict[str, str] = {"chunk_MB": "chunk_MiB", "task_memory_MB": "task_memory_MiB"}
 
-    chunk_MB: float = Field(8.0, gt=0)
-    task_memory_MB: float = Field(512.0, gt=0)
+
+class Compute(_Strict):
+    """Chunking and memory budgets in MiB (2**20 bytes; see docs/architecture.md, "Chunking")."""
+
+    chunk_MiB: float = Field(float(CHUNK_MiB), gt=0, description="budget of one Zarr chunk (MiB)")
+    task_memory_MiB: float = Field(float(TASK_MEMORY_MiB), gt=0, description="working memory of one task (MiB)")
+    # Old keys this section was given under (not a setting: excluded from dumps and the hash).
+    _deprecated_keys: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _old_spellings(cls, data: object, handler):  # noqa: ANN206 - pydantic's wrap signature
+        """Accept ``chunk_MB`` / ``task_memory_MB`` as the MiB keys, remembering which were used."""
+        old: tuple[str, ...] = ()
+        if isinstance(data, dict) and any(k in data for k in _DEPRECATED_COMPUTE_KEYS):
+            data = dict(data)
+            for key, new in _DEPRECATED_COMPUTE_KEYS.items():
+                if key in data:
+                    if new in data:
+                        raise ValueError(f"give {new} or its deprecated spelling {key}, not both")
+                    data[new] = data.pop(key)
+                    old += (key,)
+        model = handler(data)
+        if old:
+            model._deprecated_keys = old
+        return model
+
+    def __eq__(self, other: object) -> bool:
+        # The spelling a file used is not a setting: equal budgets are equal sections (pydantic
+        # would also compare the private attribute).
+        if not isinstance(other, Compute):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
 
 
 class RunConfig(_Strict):
@@ -184,6 +240,30 @@ class RunConfig(_Strict):
         """A stable hash of the settings (recorded with each completed stage)."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def deprecations(cfg: RunConfig, source: str | None = None) -> list[str]:
+    """One line per deprecated key ``cfg`` was read with, for the caller to print as a notice.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        A validated configuration.
+    source : str, optional
+        The file it came from, put first on each line (``"run.yaml: ..."``).
+
+    Returns
+    -------
+    list of str
+        E.g. ``"run.yaml: compute.task_memory_MB is deprecated; use compute.task_memory_MiB
+        (same value, MiB)"``; empty when every key is current. The pipeline prints each as
+        ``faket-dask: notice: LINE``.
+    """
+    prefix = f"{source}: " if source else ""
+    return [
+        f"{prefix}compute.{key} is deprecated; use compute.{_DEPRECATED_COMPUTE_KEYS[key]} (same value, MiB)"
+        for key in cfg.compute._deprecated_keys
+    ]
 
 
 def _explain(exc: ValidationError, source: str) -> InputError:

@@ -1,4 +1,4 @@
-"""Labelled arrays of the data model (DESIGN.md, "Data model").
+"""Labelled arrays of the data model (``docs/architecture.md``, "Data model").
 
 A tilt-series is an ``xarray.DataArray`` with dims ``("tilt", "y", "x")``, float32, coords
 ``tilt`` (degrees), ``y`` and ``x`` (Å, pixel centres measured from the detector corner) and the

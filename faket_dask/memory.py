@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .params import MIB
+
 _STATUS = Path("/proc/self/status")
 _CLEAR = Path("/proc/self/clear_refs")
 
@@ -47,16 +49,16 @@ class PeakMemory:
 
     Attributes
     ----------
-    workers_MB : dict
-        ``{worker address: peak RSS in MB}`` (workers that died during the block are absent).
-    client_MB : float
-        Peak RSS of this process over the block (MB).
+    workers_bytes : dict of str to int
+        ``{worker address: peak RSS in bytes}`` (workers that died during the block are absent).
+    client_bytes : int
+        Peak RSS of this process over the block (bytes).
     """
 
     def __init__(self, client: Any | None) -> None:
         self.client = client
-        self.workers_MB: dict[str, float] = {}
-        self.client_MB = 0.0
+        self.workers_bytes: dict[str, int] = {}
+        self.client_bytes = 0
 
     def __enter__(self) -> "PeakMemory":
         reset_peak()
@@ -68,15 +70,25 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.client_MB = peak_rss_bytes() / 1e6
+        self.client_bytes = peak_rss_bytes()
         if self.client is not None:
             try:
                 peaks = self.client.run(peak_rss_bytes)
-                self.workers_MB = {k: v / 1e6 for k, v in peaks.items()}
+                self.workers_bytes = {k: int(v) for k, v in peaks.items()}
             except Exception:  # noqa: BLE001
-                self.workers_MB = {}
+                self.workers_bytes = {}
 
     @property
-    def max_worker_MB(self) -> float:
-        """Largest per-worker peak (MB), 0 when no worker was measured."""
-        return max(self.workers_MB.values(), default=0.0)
+    def workers_MiB(self) -> dict[str, float]:
+        """``{worker address: peak RSS in MiB}``."""
+        return {k: v / MIB for k, v in self.workers_bytes.items()}
+
+    @property
+    def client_MiB(self) -> float:
+        """Peak RSS of this process over the block (MiB)."""
+        return self.client_bytes / MIB
+
+    @property
+    def max_worker_MiB(self) -> float:
+        """Largest per-worker peak (MiB), 0 when no worker was measured."""
+        return max(self.workers_bytes.values(), default=0) / MIB

@@ -1,4 +1,4 @@
-"""The noise model of FakET (METHOD.md §2): per-tilt curves, their polynomial fits, persistence.
+"""The noise model of FakET (``docs/method.md §2``): per-tilt curves, their polynomial fits, persistence.
 
 A :class:`NoiseModel` holds
 
@@ -10,7 +10,8 @@ A :class:`NoiseModel` holds
   :func:`faket_dask.add_noise` uses: NOISY and CONTENT take the order-2 model, BASELINE the
   order-0 one (``model.with_order(0)``; refitting from ``raw`` is cheap and exact).
 
-Store layout (group :data:`NOISE_MODEL_GROUP`, one group holds every order)::
+Store layout (group :data:`faket_dask.store.layout.NOISE_MODEL_GROUP`, one group holds every
+order)::
 
     noise_model/               attrs: format, version, method, default_order, sources, params
       r, sigma, mean, std, ... (order, tilt)      fitted + averaged curves, one row per order
@@ -35,23 +36,27 @@ import xarray as xr
 from . import store as _store
 from .errors import InputError
 from .kernels import noise as nz
+from .params import MAX_NOISE_ORDER, NOISE_MODEL_ORDERS, NOISE_ORDER
+from .store.layout import NOISE_MODEL_GROUP
 
-#: Group of the run store that holds the noise model.
-NOISE_MODEL_GROUP: Final = "noise_model"
 #: Curves :func:`faket_dask.add_noise` needs.
 REQUIRED: Final = ("r", "sigma", "mean", "std")
-#: Orders stored by default: 2 for NOISY/CONTENT, 0 for BASELINE (METHOD.md §3).
-DEFAULT_ORDERS: Final = (2, 0)
 FORMAT: Final = "faket-dask/noise-model"
 VERSION: Final = 1
 _RAW_PREFIX: Final = "raw_"
 
 
 def check_order(order: int) -> int:
-    """A polynomial order as int in 0..10; :class:`InputError` otherwise."""
+    """A polynomial order as int in 0..:data:`~faket_dask.params.MAX_NOISE_ORDER`.
+
+    Raises
+    ------
+    InputError
+        For anything else (non-integers, negative or too high orders).
+    """
     o = int(order)
-    if o != order or o < 0 or o > 10:
-        raise InputError(f"noise model: polynomial order must be an integer in 0..10, got {order}")
+    if o != order or o < 0 or o > MAX_NOISE_ORDER:
+        raise InputError(f"noise model: polynomial order must be an integer in 0..{MAX_NOISE_ORDER}, got {order}")
     return o
 
 
@@ -67,7 +72,7 @@ def _fit(raw: xr.Dataset, order: int) -> xr.Dataset:
 
 @dataclass(frozen=True, eq=False)
 class NoiseModel:
-    """Per-tilt noise curves of FakET (METHOD.md §2), fitted at one polynomial order.
+    """Per-tilt noise curves of FakET (``docs/method.md §2``), fitted at one polynomial order.
 
     Attributes
     ----------
@@ -80,7 +85,7 @@ class NoiseModel:
     curves : xarray.Dataset, dim tilt
         Raw curves fitted at :attr:`order` over the tilt index 0…T−1, averaged over references.
     method : str
-        ``"paired"`` (measured + noiseless, METHOD §2) or ``"unpaired"`` (measured only,
+        ``"paired"`` (measured + noiseless, ``docs/method.md §2``) or ``"unpaired"`` (measured only,
         spectral estimate, see docs/noise.md).
     sources : tuple of dict
         Per reference, where its data came from (``{"measured": ..., "noiseless": ...}``).
@@ -103,7 +108,7 @@ class NoiseModel:
     def from_raw(
         cls,
         raw: Sequence[Mapping[str, np.ndarray]] | xr.Dataset,
-        order: int = 2,
+        order: int = NOISE_ORDER,
         *,
         angles_deg: Sequence[float] | np.ndarray | None = None,
         method: str = "paired",
@@ -194,7 +199,7 @@ class NoiseModel:
 
     def _orders(self, orders: Iterable[int] | None) -> list[int]:
         out = [self.order]
-        for o in orders if orders is not None else DEFAULT_ORDERS:
+        for o in orders if orders is not None else NOISE_MODEL_ORDERS:
             o = check_order(o)
             if o not in out:
                 out.append(o)
@@ -206,7 +211,8 @@ class NoiseModel:
         Parameters
         ----------
         orders : iterable of int, optional
-            Orders to include besides :attr:`order` (default 2 and 0).
+            Orders to include besides :attr:`order` (default
+            :data:`~faket_dask.params.NOISE_MODEL_ORDERS`, 2 and 0).
         """
         ords = self._orders(orders)
         fits = [self.with_order(o).curves for o in ords]
@@ -242,7 +248,7 @@ class NoiseModel:
         raw_vars = {str(k)[len(_RAW_PREFIX):]: ds[k] for k in ds.data_vars if str(k).startswith(_RAW_PREFIX)}
         raw = xr.Dataset(raw_vars).load()
         raw = raw.drop_vars([c for c in raw.coords if c not in ("reference", "tilt")])
-        order = check_order(ds.attrs.get("default_order", 2) if order is None else order)
+        order = check_order(ds.attrs.get("default_order", NOISE_ORDER) if order is None else order)
         sources = tuple(dict(s) for s in ds.attrs.get("sources", []))
         params = dict(ds.attrs.get("params", {}))
         method = str(ds.attrs.get("method", "paired"))
@@ -263,7 +269,8 @@ class NoiseModel:
         path : path, optional
             File to write.
         orders : iterable of int, optional
-            Fitted orders to include besides :attr:`order` (default 2 and 0).
+            Fitted orders to include besides :attr:`order` (default
+            :data:`~faket_dask.params.NOISE_MODEL_ORDERS`, 2 and 0).
 
         Returns
         -------
@@ -355,7 +362,8 @@ class NoiseModel:
         group : str
             Group to write (default ``noise_model``).
         orders : iterable of int, optional
-            Fitted orders to store besides :attr:`order` (default 2 and 0).
+            Fitted orders to store besides :attr:`order` (default
+            :data:`~faket_dask.params.NOISE_MODEL_ORDERS`, 2 and 0).
         overwrite : bool
             Replace an existing model; otherwise :class:`~faket_dask.errors.OutputExistsError`.
 

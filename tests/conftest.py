@@ -1,4 +1,4 @@
-"""Shared fixtures: the golden reference files of the original FakET implementation."""
+"""Shared fixtures: the golden reference files of the original FakET implementation (``tests/golden``)."""
 from __future__ import annotations
 
 import os
@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get("FAKET_GOLDEN_DIR", REPO.parent / "shared" / "golden"))
+#: The original FakET's reference inputs and outputs (``tests/golden/README.md`` says what each
+#: file holds); ``FAKET_GOLDEN_DIR`` points the tests at another copy.
+GOLDEN_DIR = Path(os.environ.get("FAKET_GOLDEN_DIR", REPO / "tests" / "golden"))
 
 
 @pytest.fixture(scope="session")
 def golden():
-    """Return a loader ``golden("radon")`` -> dict of arrays from ``shared/golden/radon.npz``."""
+    """Return a loader ``golden("radon")`` -> dict of arrays from ``tests/golden/radon.npz``."""
 
     def load(name: str) -> dict[str, np.ndarray]:
         path = GOLDEN_DIR / f"{name}.npz"

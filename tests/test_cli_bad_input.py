@@ -11,6 +11,8 @@ import mrcfile
 import numpy as np
 import pytest
 
+from faket_dask.store.layout import tiltseries_var
+
 from conftest import write_mrc
 
 EXE = str(Path(sys.executable).with_name("faket-dask"))
@@ -38,7 +40,7 @@ def ts_mrc(tmp_path):
 
 def test_missing_file(tmp_path):
     run = tmp_path / "run.zarr"
-    proc = run_cli("import-mrc", tmp_path / "nope.mrc", run, "tomo_000/tiltseries/measured", "--angles", "-4", "4", "2")
+    proc = run_cli("import-mrc", tmp_path / "nope.mrc", run, tiltseries_var(0, "measured"), "--angles", "-4", "4", "2")
     assert_one_line_error(proc, "nope.mrc", "no such file")
     assert not run.exists()
 
@@ -47,7 +49,7 @@ def test_not_an_mrc(tmp_path):
     bad = tmp_path / "notes.mrc"
     bad.write_text("hello, I am a text file\n" * 100)
     run = tmp_path / "run.zarr"
-    proc = run_cli("import-mrc", bad, run, "tomo_000/tiltseries/measured", "--angles", "-4", "4", "2")
+    proc = run_cli("import-mrc", bad, run, tiltseries_var(0, "measured"), "--angles", "-4", "4", "2")
     assert_one_line_error(proc, "notes.mrc", "not a valid MRC file")
     assert not run.exists()
 
@@ -146,8 +148,8 @@ def test_info_on_non_store(tmp_path, ts_mrc):
 
 def test_info_lists_store(tmp_path, ts_mrc):
     run = tmp_path / "run.zarr"
-    assert run_cli("import-mrc", ts_mrc, run, "tomo_000/tiltseries/measured", "--angles", "-4", "4", "2").returncode == 0
+    assert run_cli("import-mrc", ts_mrc, run, tiltseries_var(0, "measured"), "--angles", "-4", "4", "2").returncode == 0
     proc = run_cli("info", run)
     assert proc.returncode == 0, proc.stderr
-    assert "tomo_000/tiltseries/measured" in proc.stdout
+    assert tiltseries_var(0, "measured") in proc.stdout
     assert "(5, 8, 8)" in proc.stdout and "float32" in proc.stdout and "complete" in proc.stdout

@@ -83,6 +83,13 @@ def test_choose_cy_respects_budgets(ny, nx, depth):
         assert cy * nx * depth * 4 * chunking.SLAB_OVERHEAD <= chunking.DEFAULT_TASK_BYTES
 
 
+def test_default_budgets_are_the_params_in_mib():
+    from faket_dask.params import CHUNK_MiB, MIB, TASK_MEMORY_MiB
+
+    assert chunking.DEFAULT_CHUNK_BYTES == CHUNK_MiB * MIB == 8 * 2**20
+    assert chunking.DEFAULT_TASK_BYTES == TASK_MEMORY_MiB * MIB == 512 * 2**20
+
+
 def test_chunk_shapes_align():
     assert chunking.tiltseries_chunks((61, 100, 50), 16) == (1, 16, 50)
     cz, cy, cx = chunking.volume_chunks((200, 100, 50), 16)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from faket_dask.config import RunConfig, load_config
+from faket_dask.config import RunConfig, deprecations, load_config, parse_config
 from faket_dask.errors import InputError
+from faket_dask.params import MIB, MODALITIES, NoiseParams
 
 
 def test_defaults_are_the_papers():
@@ -17,6 +18,30 @@ def test_defaults_are_the_papers():
     assert cfg.style.style_layer_weights == (256, 64, 16, 4, 1)
     assert cfg.style.content_layers == (8,)
     assert cfg.reconstruction.binning == 2 and cfg.reconstruction.filter == "approx_shrec"
+
+
+def test_sections_come_from_params():
+    cfg = RunConfig()
+    assert isinstance(cfg.noise, NoiseParams) and cfg.noise.modalities() == dict(MODALITIES)
+    assert (cfg.compute.task_memory_MiB, cfg.compute.chunk_MiB) == (512.0, 8.0)
+    assert MIB == 2**20
+    assert deprecations(cfg) == []
+
+
+def test_memory_keys_in_mib_old_spelling_accepted(tmp_path):
+    new, old = tmp_path / "new.yaml", tmp_path / "old.yaml"
+    new.write_text("compute:\n  task_memory_MiB: 256\n  chunk_MiB: 4\n")
+    old.write_text("compute:\n  task_memory_MB: 256\n  chunk_MB: 4\n")
+    a, b = load_config(new), load_config(old)
+    assert a.compute == b.compute and a.hash() == b.hash()  # the same run whichever spelling
+    assert a.model_dump() == b.model_dump() and "task_memory_MB" not in b.model_dump()["compute"]
+    assert deprecations(a, str(new)) == []
+    assert deprecations(b, str(old)) == [
+        f"{old}: compute.chunk_MB is deprecated; use compute.chunk_MiB (same value, MiB)",
+        f"{old}: compute.task_memory_MB is deprecated; use compute.task_memory_MiB (same value, MiB)",
+    ]
+    with pytest.raises(InputError, match="compute: .*task_memory_MiB or its deprecated spelling task_memory_MB"):
+        parse_config({"compute": {"task_memory_MB": 1, "task_memory_MiB": 1}}, source="run.yaml")
 
 
 def test_unknown_key_named(tmp_path):

@@ -37,7 +37,7 @@ def test_demo_end_to_end_then_resumes(tmp_path):
     }
     assert expected <= figs
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_tomograms"] == 3 and summary["peak_memory_MB"]["worker"] > 0
+    assert summary["n_tomograms"] == 3 and summary["peak_memory_MiB"]["worker"] > 0
     assert summary["stages"]["faket/000"]["seconds"] > 0 and summary["noise_model"]["r"]
     # the same command again completes at once: every stage is reported as skipped
     again = cli("demo", out, "--workers", "1", timeout=600)

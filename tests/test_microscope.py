@@ -14,7 +14,8 @@ import pytest
 import faket_dask as fd
 from faket_dask.datamodel import tiltseries
 from faket_dask.kernels import microscope as km
-from faket_dask.stages.microscope import MicroscopeParams, simulate_microscope
+from faket_dask.params import MicroscopeParams
+from faket_dask.stages.microscope import simulate_microscope
 
 EXE = str(Path(sys.executable).with_name("faket-dask"))
 ANGLES = np.array([-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0])
@@ -156,6 +157,19 @@ def test_signal_correlates_with_noiseless(client):
 
     r = np.corrcoef(lowpass(m).ravel(), lowpass(c).ravel())[0, 1]
     assert r > 0.3, r
+
+
+def test_kernel_defaults_are_the_params():
+    """One owner: the kernels' instrument defaults are MicroscopeParams' (ice phase aside: the
+    bare kernel adds none unless asked)."""
+    import inspect
+
+    p = MicroscopeParams()
+    kw = inspect.signature(km.expected_counts).parameters
+    for name in ("defocus_um", "voltage_kV", "cs_mm", "amplitude_contrast", "bfactor_A2",
+                 "ice_thickness_A", "inelastic_mfp_A", "mtf_a", "mtf_b", "mtf_c"):
+        assert kw[name].default == getattr(p, name), name
+    assert kw["ice_phase_std_rad"].default == 0.0
 
 
 def test_bad_params_rejected():

@@ -15,7 +15,9 @@ import pytest
 import faket_dask as fd
 from faket_dask import datamodel, store
 from faket_dask.formats.convert import angle_order, load_labels, load_mrc
-from faket_dask.formats.mrc import IMOD_STAMP, MrcArray, read_info, read_tlt
+from faket_dask.formats.mrc_header import IMOD_STAMP, read_info
+from faket_dask.formats.tlt import read_tlt
+from faket_dask.store.layout import specimen_group, tiltseries_group, tiltseries_var, tomogram_group
 
 from conftest import write_mrc
 
@@ -261,9 +263,9 @@ def test_dose_symmetric_stack_is_stored_sorted_with_acquisition_index(tmp_path, 
     tlt = tmp_path / "dosesym.tlt"
     tlt.write_text("".join(f"{a:g}\n" for a in order))
     run = tmp_path / "run.zarr"
-    fd.import_mrc(src, run, "tomo_000/tiltseries/measured", kind="tiltseries", angles_file=tlt, cy=4)
+    fd.import_mrc(src, run, tiltseries_var(0, "measured"), kind="tiltseries", angles_file=tlt, cy=4)
 
-    arr = fd.open(run, "tomo_000/tiltseries")["measured"]
+    arr = fd.open(run, tiltseries_group(0))["measured"]
     perm = np.argsort(order, kind="stable")
     np.testing.assert_array_equal(arr["tilt"].values, order[perm])
     np.testing.assert_array_equal(arr["acquisition_index"].values, perm)
@@ -390,14 +392,14 @@ def test_round_trip_keeps_voxel_size_and_origin(tmp_path, client, kind):
     data = np.random.default_rng(12).normal(100, 10, (5, 9, 13)).astype(np.float32)
     if kind == "tiltseries":
         src = stack_file(tmp_path / "in.mrc", data, voxel=pixel, origin=origin)
-        var, extra = "tomo_000/tiltseries/measured", {"angles_deg": [-30, -15, 0, 15, 30]}
+        var, extra = tiltseries_var(0, "measured"), {"angles_deg": [-30, -15, 0, 15, 30]}
     else:
         src = tmp_path / "in.mrc"
         with mrcfile.new(src) as m:
             m.set_data(data)
             m.voxel_size = pixel
             m.header.origin = origin
-        var, extra = "tomo_000/specimen/density", {}
+        var, extra = f"{specimen_group(0)}/density", {}
     run = tmp_path / "run.zarr"
     fd.import_mrc(src, run, var, kind=kind, cy=4, **extra)
     arr = fd.open_var(run, var)
@@ -419,9 +421,9 @@ def test_round_trip_keeps_voxel_size_and_origin(tmp_path, client, kind):
 def test_tomogram_export_has_binned_voxel_size_in_xyz(tmp_path, client):
     run = tmp_path / "run.zarr"
     vol = datamodel.volume(np.random.default_rng(1).random((8, 6, 10), dtype=np.float32), 20.0)
-    store.save_image(vol, run, "tomo_000/tomogram", "noisy")
+    store.save_image(vol, run, tomogram_group(0), "noisy")
     dest = tmp_path / "tomo.mrc"
-    assert fd.export_mrc(fd.open_var(run, "tomo_000/tomogram/noisy"), dest) == [dest]
+    assert fd.export_mrc(fd.open_var(run, f"{tomogram_group(0)}/noisy"), dest) == [dest]
     assert mrcfile.validate(str(dest), print_file=open(os.devnull, "w"))
     with mrcfile.open(dest) as m:
         assert m.voxel_size.tolist() == (20.0, 20.0, 20.0)
@@ -437,14 +439,14 @@ def test_cli_prints_one_notice_and_records_mode0(tmp_path):
     set_range(src, 0, 255)
     _poke(src, 212, b"\x44\x00\x00\x00")  # SerialEM's stamp as well: two notices, one line each
     run = tmp_path / "run.zarr"
-    proc = run_cli("import-mrc", src, run, "tomo_000/tiltseries/measured", "--angles", "-2", "2", "2")
+    proc = run_cli("import-mrc", src, run, tiltseries_var(0, "measured"), "--angles", "-2", "2", "2")
     assert proc.returncode == 0, proc.stderr
     notices = [ln for ln in proc.stderr.splitlines() if ln.startswith("faket-dask: notice:")]
     assert len(notices) == 2, proc.stderr
     assert notices[0] == (f"faket-dask: notice: {src}: non-standard machine stamp 0x44 0x00 0x00 0x00 "
                           "(as IMOD/SerialEM write it); read as little-endian from its first byte")
     assert notices[1].startswith(f"faket-dask: notice: {src}: mode 0 without IMOD stamp read as unsigned")
-    arr = fd.open_var(run, "tomo_000/tiltseries/measured")
+    arr = fd.open_var(run, tiltseries_var(0, "measured"))
     np.testing.assert_array_equal(arr.values, u8.astype(np.float32))
     assert arr.attrs["mrc_mode0"].startswith("unsigned (no IMOD stamp")
 

@@ -7,7 +7,8 @@ import pytest
 
 import faket_dask as fd
 from faket_dask import store
-from faket_dask.formats.mrc import read_tlt
+from faket_dask.formats.tlt import read_tlt
+from faket_dask.store.layout import specimen_group, tiltseries_group, tiltseries_var
 
 from conftest import write_mrc
 
@@ -25,9 +26,9 @@ def test_tiltseries_round_trip(tmp_path, client, shape, angles, pixel):
     data = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
     src = write_mrc(tmp_path / "in.mrc", data, voxel_size=pixel)
     run = tmp_path / "run.zarr"
-    fd.import_mrc(src, run, "tomo_000/tiltseries/measured", kind="tiltseries", angles_deg=angles, cy=4)
+    fd.import_mrc(src, run, tiltseries_var(0, "measured"), kind="tiltseries", angles_deg=angles, cy=4)
 
-    arr = fd.open(run, "tomo_000/tiltseries")["measured"]
+    arr = fd.open(run, tiltseries_group(0))["measured"]
     assert arr.dims == ("tilt", "y", "x")
     assert arr.data.chunksize == (1, min(4, shape[1]), shape[2])
     # stored sorted by angle; the file's order is the coordinate acquisition_index
@@ -59,8 +60,8 @@ def test_volume_round_trip(tmp_path, client, shape):
     data = np.random.default_rng(2).random(shape, dtype=np.float32)
     src = write_mrc(tmp_path / "vol.mrc", data, voxel_size=7.5, stack=False)
     run = tmp_path / "run.zarr"
-    fd.import_mrc(src, run, "tomo_000/specimen/density", kind="volume", cy=3)
-    arr = fd.open_var(run, "tomo_000/specimen/density")
+    fd.import_mrc(src, run, f"{specimen_group(0)}/density", kind="volume", cy=3)
+    arr = fd.open_var(run, f"{specimen_group(0)}/density")
     assert arr.dims == ("z", "y", "x")
     assert arr.data.chunksize[1:] == (min(3, shape[1]), shape[2])
     dest = tmp_path / "vol_out.mrc"
@@ -86,24 +87,24 @@ def test_stage_status_and_variables_share_group(tmp_path, client):
     data = np.ones((3, 4, 5), np.float32)
     src = write_mrc(tmp_path / "a.mrc", data)
     run = tmp_path / "run.zarr"
-    fd.import_mrc(src, run, "tomo_000/tiltseries/measured", kind="tiltseries", angles_deg=[-1, 0, 1])
-    fd.import_mrc(src, run, "tomo_000/tiltseries/noiseless", kind="tiltseries", angles_deg=[-1, 0, 1])
-    ds = fd.open(run, "tomo_000/tiltseries")
+    fd.import_mrc(src, run, tiltseries_var(0, "measured"), kind="tiltseries", angles_deg=[-1, 0, 1])
+    fd.import_mrc(src, run, tiltseries_var(0, "noiseless"), kind="tiltseries", angles_deg=[-1, 0, 1])
+    ds = fd.open(run, tiltseries_group(0))
     assert set(ds.data_vars) == {"measured", "noiseless"}
     status = store.stage_status(run)
-    assert status["tomo_000/tiltseries/measured"]["status"] == "complete"
+    assert status[tiltseries_var(0, "measured")]["status"] == "complete"
     paths = [v.path for v in store.describe(run)]
-    assert paths == ["tomo_000/tiltseries/measured", "tomo_000/tiltseries/noiseless"]
+    assert paths == [tiltseries_var(0, "measured"), tiltseries_var(0, "noiseless")]
 
 
 def test_conflicting_shape_in_group_is_refused(tmp_path, client):
     run = tmp_path / "run.zarr"
     a = write_mrc(tmp_path / "a.mrc", np.ones((3, 4, 5), np.float32))
     b = write_mrc(tmp_path / "b.mrc", np.ones((3, 6, 5), np.float32))
-    fd.import_mrc(a, run, "tomo_000/tiltseries/measured", kind="tiltseries", angles_deg=[-1, 0, 1])
+    fd.import_mrc(a, run, tiltseries_var(0, "measured"), kind="tiltseries", angles_deg=[-1, 0, 1])
     with pytest.raises(fd.InputError, match="y=4"):
-        fd.import_mrc(b, run, "tomo_000/tiltseries/noiseless", kind="tiltseries", angles_deg=[-1, 0, 1])
-    assert set(fd.open(run, "tomo_000/tiltseries").data_vars) == {"measured"}
+        fd.import_mrc(b, run, tiltseries_var(0, "noiseless"), kind="tiltseries", angles_deg=[-1, 0, 1])
+    assert set(fd.open(run, tiltseries_group(0)).data_vars) == {"measured"}
 
 
 def test_overwrite_replaces_variable(tmp_path, client):

@@ -16,6 +16,7 @@ import faket_dask as fd
 from faket_dask import store
 from faket_dask.datamodel import tiltseries
 from faket_dask.noise_model import NoiseModel
+from faket_dask.params import NoiseParams
 from faket_dask.stages import noise as sn
 
 EXE = str(Path(sys.executable).with_name("faket-dask"))
@@ -123,6 +124,27 @@ def test_apply_writes_the_modalities(run, estimated, client):
     assert_one_line_error(again, "tomo_000/tiltseries/content", "--overwrite")
 
 
+def test_apply_orders_and_scales_agree_with_simulate(run, estimated, client):
+    """`noise apply --content-scale ...` makes the modality with the function `simulate` uses
+    (add_noise_modality with the config's noise settings), so a changed scale agrees too."""
+    assert_ok(estimated)
+    proc = run_cli(
+        "noise", "apply", run, "--tomo", "3", "--input", "tomo_000/tiltseries/noiseless",
+        "--modalities", "content,baseline", "--seed", "7", "--order", "1", "--baseline-order", "2",
+        "--content-scale", "0.5", "--baseline-scale", "0.75", "--scheduler", client.scheduler.address,
+    )
+    assert_ok(proc)
+    params = NoiseParams(order=1, baseline_order=2, content_scale=0.5, baseline_scale=0.75)
+    p = store.open_var(run, "tomo_000/tiltseries/noiseless")
+    model = NoiseModel.load(run)
+    ds = fd.open(run, "tomo_003/tiltseries")
+    for name, order, scale in (("content", 1, 0.5), ("baseline", 2, 0.75)):
+        want = sn.add_noise_modality(p, model, name, seed=7, tomo=3, params=params).values
+        assert np.array_equal(ds[name].values, want), name
+        st = store.stage_status(run)[f"tomo_003/tiltseries/{name}"]
+        assert (st["order"], st["scale"]) == (order, scale)
+
+
 def test_apply_constant_tilt_fails_cleanly(run, estimated):
     assert_ok(estimated)
     proc = run_cli("noise", "apply", run, "--tomo", "2", "--modalities", "noisy", "--workers", "1")
@@ -172,6 +194,7 @@ def test_estimate_missing_store(tmp_path):
         (["--tomo", "1"], ["but tilt-series 'noiseless' has -60..60 (15 tilts", "--match-angles nearest"]),
         (["--modalities", "noisy,loud"], ["unknown noise modality 'loud'"]),
         (["--model-group", "elsewhere"], ["no noise model in group 'elsewhere'"]),
+        (["--order", "11"], ["--order", "less than or equal to 10"]),
     ],
 )
 def test_apply_user_errors(run, estimated, args, needles):

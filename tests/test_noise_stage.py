@@ -15,7 +15,10 @@ import faket_dask as fd
 from faket_dask.datamodel import tiltseries
 from faket_dask.errors import InputError, OutputExistsError
 from faket_dask.kernels import noise as nz
+from faket_dask.kernels import noise_rng
+from faket_dask.kernels.noise_spectral import band_bins, row_band_power
 from faket_dask.noise_model import NoiseModel
+from faket_dask.params import MODALITIES, NoiseParams
 from faket_dask.stages import noise as sn
 
 ANGLES = np.linspace(-60.0, 60.0, 61)
@@ -262,7 +265,7 @@ def test_noisy_matches_model_and_reference(ref, small_model, noisy):
     g = got.astype(np.float64)
     assert _relmax(g.mean((1, 2)), small_model.curve("mean")) < 1e-4
     assert _relmax(g.std((1, 2)), small_model.curve("std")) < 1e-4
-    z = nz.normal_block(11, 0, range(NT), 0, 64, 64)
+    z = noise_rng.normal_block(11, 0, range(NT), 0, 64, 64)
     want = nz.add_noise_reference(ref["noiseless"][:NT], *(small_model.curve(k) for k in ("r", "sigma", "mean", "std")), z, 1.0)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
@@ -310,7 +313,7 @@ def _fit_signal_and_field(out: np.ndarray, p: np.ndarray, z: np.ndarray) -> np.n
 def test_modalities_share_one_field(client, ref, noiseless, small_model, noisy):
     _, got_noisy = noisy
     p = ref["noiseless"][:NT].astype(np.float64)
-    z = nz.normal_block(11, 0, range(NT), 0, 64, 64)
+    z = noise_rng.normal_block(11, 0, range(NT), 0, 64, 64)
     content = fd.add_noise(noiseless, small_model, seed=11, scale=0.25)
     baseline = sn.add_noise_modality(noiseless, small_model, "baseline", seed=11)
     assert baseline.attrs["noise_order"] == 0 and baseline.name == "baseline"
@@ -343,6 +346,23 @@ def test_add_noise_errors(client, noiseless, small_model):
     flat = noiseless.copy(data=da.where(da.arange(NT)[:, None, None] == 7, 2.0, noiseless.data).astype(np.float32))
     with pytest.raises(InputError, match="tilt 8 of .* is constant"):
         client.compute(fd.add_noise(flat, small_model, seed=0).data).result()
+
+
+def test_modality_from_order_and_scale(client, noiseless, small_model):
+    """add_noise_modality is add_noise at the modality's (order, scale): the paper's table by
+    default, the given NoiseParams otherwise (what `noise apply` and `simulate` both pass)."""
+    assert NoiseParams().modalities() == dict(MODALITIES)
+    params = NoiseParams(order=1, content_scale=0.5)
+    assert params.modality("content").order == 1 and params.modality("content").scale == 0.5
+    got = sn.add_noise_modality(noiseless, small_model, "content", seed=11, tomo=2, params=params)
+    assert got.name == "content" and got.attrs["noise_scale"] == 0.5 and got.attrs["noise_order"] == 1
+    want = fd.add_noise(noiseless, small_model.with_order(1), 11, 0.5, tomo=2, name="content")
+    default = sn.add_noise_modality(noiseless, small_model, "content", seed=11, tomo=2)
+    paper = fd.add_noise(noiseless, small_model.with_order(2), 11, 0.25, tomo=2, name="content")
+    a, b, c, d = client.compute([got.data, want.data, default.data, paper.data], sync=True)
+    assert np.array_equal(a, b) and np.array_equal(c, d)
+    with pytest.raises(InputError, match="unknown noise modality 'loud'"):
+        params.modality("loud")
 
 
 def test_modality_specs():
@@ -436,12 +456,12 @@ def test_unpaired_white_noise_and_chunking(client):
 def test_row_band_power_is_unbiased_for_white_noise():
     rng = np.random.default_rng(4)
     a = rng.normal(0.0, 3.0, (2, 400, 256))
-    lower, upper = sn.band_bins(256)
-    p = sn.row_band_power(a)
+    lower, upper = band_bins(256)
+    p = row_band_power(a)
     v = p.sum(axis=(1, 2)) / (400 * (lower.size + upper.size))
     np.testing.assert_allclose(v, 9.0, rtol=0.02)
     # rows are independent of how the chunk is cut
-    np.testing.assert_allclose(sn.row_band_power(a[:, 7:9]), p[:, 7:9], rtol=1e-12)
+    np.testing.assert_allclose(row_band_power(a[:, 7:9]), p[:, 7:9], rtol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ nbclient = pytest.importorskip("nbclient")
 
 from pipeline_helpers import assert_same_arrays, read_arrays  # noqa: E402
 
+from faket_dask.store.layout import tiltseries_var  # noqa: E402
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 CELL_TIMEOUT_S = 300
 MARK = "KERNEL_PYTHON="
@@ -24,7 +26,7 @@ MARK = "KERNEL_PYTHON="
 #: notebook -> strings that must appear in its text outputs
 EXPECTED = {
     "01_explore_large_stack.ipynb": ["http", "would load"],
-    "02_noise_and_style.ipynb": ["styled with: tomo_001/tiltseries/measured"],
+    "02_noise_and_style.ipynb": [f"styled with: {tiltseries_var(1, 'measured')}"],
     "03_scale_out.ipynb": ["http", "max |stored - recomputed|"],
 }
 

@@ -19,14 +19,11 @@ from scipy import ndimage
 from faket_dask import datamodel
 from faket_dask import store as st
 from faket_dask.errors import InputError, OutputExistsError
-from faket_dask.kernels import specimen as K
-from faket_dask.stages.specimen import (
-    export_particles,
-    open_particles,
-    particles_dataset,
-    particles_from_masks,
-    write_specimen,
-)
+from faket_dask.kernels.specimen_placement import COLUMNS
+from faket_dask.stages.particle_export import export_particles
+from faket_dask.stages.particles import open_particles, particles_dataset, particles_from_masks
+from faket_dask.stages.specimen import write_specimen
+from faket_dask.store.layout import labels_group, labels_particles_group, particles_group, specimen_group
 
 EXE = str(Path(sys.executable).with_name("faket-dask"))
 SHAPE = (16, 24, 32)          # Z, Y, X all different, so a swapped axis shows
@@ -60,7 +57,7 @@ def ball_mask(shape=SHAPE) -> tuple[np.ndarray, np.ndarray]:
 
 def table(rows: list[tuple[str, int, float, float, float]]) -> dict[str, np.ndarray]:
     n = len(rows)
-    t = {c: np.zeros(n) for c in K.COLUMNS}
+    t = {c: np.zeros(n) for c in COLUMNS}
     t["class_name"] = np.array([r[0] for r in rows])
     t["class_id"] = np.array([r[1] for r in rows], np.int32)
     for j, a in enumerate(("x", "y", "z")):
@@ -170,7 +167,7 @@ def test_star_centred_coordinates_and_optics(tmp_path):
     assert not (tmp_path / "bad.star").exists()
 
     csv = pd.read_csv(export_particles(p, tmp_path / "p.csv"))
-    spec = st.open(store, "tomo_000/specimen")
+    spec = st.open(store, specimen_group(0))
     # x_A, y_A, z_A are the store's own coordinates of the particle's voxel: (i + 0.5) * pixel
     assert csv["x_A"].tolist() == [(centre[0] + 0.5) * PIX, 0.5 * PIX, float(spec["x"].values[X - 1])]
     assert csv["z_A"].tolist()[1] == float(spec["z"].values[0]) and csv["y_A"].tolist()[2] == float(spec["y"].values[2])
@@ -199,7 +196,7 @@ def test_tomogram_grid_gives_the_same_centred_angstroms(tmp_path):
     store = make_store(tmp_path / "run.zarr", rows)
     b, nz_full, z0 = 2, X // 2, 3                      # thickness x // b, cropped by z0 slices
     nz_keep = nz_full - 2 * z0
-    parts = st.open(store, "tomo_000/particles").load()
+    parts = st.open(store, particles_group(0)).load()
     lab = parts.copy()
     lab["x"] = (parts["x"] + 0.5) / b - 0.5
     lab["y"] = (parts["y"] + 0.5) / b - 0.5
@@ -209,9 +206,9 @@ def test_tomogram_grid_gives_the_same_centred_angstroms(tmp_path):
         v.encoding.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lab.to_zarr(str(store), group="tomo_000/labels_particles", mode="w", zarr_format=3, consolidated=False)
+        lab.to_zarr(str(store), group=labels_particles_group(0), mode="w", zarr_format=3, consolidated=False)
     grid = datamodel.volume(np.zeros((nz_keep, Y // b, X // b), np.uint8), PIX * b, name="class_mask", dtype=None)
-    st.save(grid, store, "tomo_000/labels", name="class_mask")
+    st.save(grid, store, labels_group(0), name="class_mask")
 
     a = open_particles(store, 0)
     t = open_particles(store, 0, grid="tomogram")

@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-import zarr
 
 import faket_dask as fd
 from faket_dask import store as st
@@ -43,7 +41,7 @@ def test_run_produces_everything(reference_run):
     assert summary["n_tomograms"] == 2 and summary["n_tilts"] == 21
     assert summary["noise_model"]["method"] == "paired" and len(summary["noise_model"]["r"]) == 21
     assert all(s["status"] == "done" and s["seconds"] >= 0 for s in summary["stages"].values())
-    assert summary["peak_memory_MB"]["worker"] > 50
+    assert summary["peak_memory_MiB"]["worker"] > 50
     figs = {p.name for p in (out / "figures").glob("*.png")}
     assert "noise_curves.png" in figs
     for i in range(2):

@@ -8,7 +8,10 @@ import xarray as xr
 
 import faket_dask as fd
 from faket_dask import report
+from faket_dask.kernels.power_spectrum import tilt_power
+from faket_dask.report.drawing import thumbnail
 from faket_dask.store import save_image
+from faket_dask.store.layout import reference_var, tiltseries_group, tomogram_group
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 T, Y, X = 11, 48, 40
@@ -45,7 +48,7 @@ def assert_png(path) -> None:
 def run_store(tmp_path_factory):
     """A small hand-made run store: two tomograms' tilt-series, a tomogram, a noise model."""
     store = tmp_path_factory.mktemp("report") / "run.zarr"
-    g0, g1 = "tomo_000/tiltseries", "tomo_001/tiltseries"
+    g0, g1 = tiltseries_group(0), tiltseries_group(1)
     fd.save(stack(0, 1.0, "noisy"), store, g0)
     fd.save(stack(1, 1.0, "baseline"), store, g0)
     fd.save(stack(2, 0.5, "faket", style=f"{g1}/measured"), store, g0)
@@ -54,7 +57,7 @@ def run_store(tmp_path_factory):
     rng = np.random.default_rng(7)
     for name in ("noisy", "faket"):
         vol = fd.volume(da.from_array(rng.standard_normal((16, Y, X)).astype(np.float32), chunks=(16, 16, X)), PIXEL)
-        save_image(vol, store, "tomo_000/tomogram", name, levels=2)
+        save_image(vol, store, tomogram_group(0), name, levels=2)
     clean = fd.tiltseries(5 * smooth((T, Y, X), 3), ANGLES, PIXEL, name="noiseless")
     fd.estimate_noise(measured=[measured], noiseless=[clean]).save(store)
     return store
@@ -90,8 +93,8 @@ def test_write_report_selected_tomos(run_store, tmp_path):
 def test_write_report_skips_missing(tmp_path):
     """No faket, no tomogram, no noise model: only what exists is drawn."""
     store = tmp_path / "run.zarr"
-    fd.save(stack(0, 1.0, "noisy"), store, "tomo_000/tiltseries")
-    fd.save(stack(1, 1.0, "baseline"), store, "tomo_000/tiltseries")
+    fd.save(stack(0, 1.0, "noisy"), store, tiltseries_group(0))
+    fd.save(stack(1, 1.0, "baseline"), store, tiltseries_group(0))
     paths = report.write_report(store, tmp_path / "figs")
     assert [p.name for p in paths] == [
         "tomo_000_montage_noisy.png", "tomo_000_montage_baseline.png", "tomo_000_power_spectra.png",
@@ -102,7 +105,7 @@ def test_write_report_skips_missing(tmp_path):
 
 def test_write_report_style_missing_is_skipped(tmp_path):
     store = tmp_path / "run.zarr"
-    fd.save(stack(2, 0.5, "faket", style="reference/style_000/measured"), store, "tomo_000/tiltseries")
+    fd.save(stack(2, 0.5, "faket", style=reference_var(0, "measured")), store, tiltseries_group(0))
     paths = report.write_report(store, tmp_path / "figs")
     assert [p.name for p in paths] == ["tomo_000_montage_faket.png", "tomo_000_power_spectra.png"]
 
@@ -118,7 +121,7 @@ def test_montage_tilts_and_numpy_input(tmp_path):
 def test_montage_downsamples_large_tilts(tmp_path):
     big = da.random.default_rng(0).random((3, 1100, 700), chunks=(1, 256, 700)).astype(np.float32)
     ts = fd.tiltseries(big, [-30, 0, 30], 1.0, name="big")
-    thumb = report._thumbnail(ts.data[0])
+    thumb = thumbnail(ts.data[0])
     assert max(thumb.shape) <= report.MAX_PANEL_PX
     assert_png(report.plot_tilt_montage(ts, tmp_path / "m.png", n_tilts=3))
 
@@ -174,7 +177,7 @@ def test_plot_power_spectra(tmp_path):
 def test_report_on_distributed_client(run_store, tmp_path, client):
     """Everything also runs on a distributed client (workers compute, the client draws)."""
     data = stack(0, 1.0, "noisy")
-    local = report._tilt_power(data.values).mean(axis=0)  # the kernel alone, no scheduler
+    local = tilt_power(data.values).mean(axis=0)  # the kernel alone, no scheduler
     with client.as_current():
         _, remote = report.radial_power_spectrum(data)
         paths = report.write_report(run_store, tmp_path / "figs", tomos=[0])

@@ -14,13 +14,12 @@ import pytest
 
 from faket_dask import store as st
 from faket_dask.kernels import specimen as K
-from faket_dask.stages.specimen import (
-    build_classes,
-    export_particles,
-    generate_specimen,
-    open_particles,
-    write_specimen,
-)
+from faket_dask.kernels.specimen_placement import COLUMNS, random_rotations, rotation_matrices
+from faket_dask.kernels.specimen_templates import builtin_classes, procedural_class
+from faket_dask.stages.particle_export import export_particles
+from faket_dask.stages.particles import open_particles
+from faket_dask.stages.specimen import build_classes, generate_specimen, write_specimen
+from faket_dask.store.layout import specimen_group
 
 EXE = str(Path(sys.executable).with_name("faket-dask"))
 SHAPE = (64, 80, 80)
@@ -57,7 +56,7 @@ def test_same_seed_identical_different_seed_differs(rendered):
 def test_chunked_equals_one_piece(rendered):
     spec, parts = rendered
     classes = build_classes(PIX)
-    table = {c: parts[c].values for c in K.COLUMNS}
+    table = {c: parts[c].values for c in COLUMNS}
     d, m, o = K.render_block(table, classes, (0, 0, 0), SHAPE, PIX)
     assert np.array_equal(spec["density"].values, d)
     assert np.array_equal(spec["class_mask"].values, m)
@@ -124,13 +123,13 @@ def test_table_matches_rendering(rendered):
 
 
 def test_builtin_classes_shapes_and_sizes():
-    classes = K.builtin_classes()
+    classes = builtin_classes()
     assert len(classes) >= 12
     diam_nm = np.array([c.diameter_A() / 10 for c in classes])
     assert len(set(np.round(diam_nm, 1))) == len(classes)
     assert diam_nm.min() <= 4.5 and diam_nm.max() >= 24 and np.all((diam_nm >= 3.5) & (diam_nm <= 26))
     # same name -> same atoms (fixed per class); different classes differ in shape, not just scale
-    assert np.array_equal(K.procedural_class("1bxn", 14.5).atoms_A, classes[8].atoms_A)
+    assert np.array_equal(procedural_class("1bxn", 14.5).atoms_A, classes[8].atoms_A)
     shape_sig = {c.name: np.round(np.sort(np.linalg.eigvalsh(np.cov(c.atoms_A.T)))
                                   / np.linalg.eigvalsh(np.cov(c.atoms_A.T)).max(), 2).tobytes()
                  for c in classes}
@@ -139,7 +138,7 @@ def test_builtin_classes_shapes_and_sizes():
 
 def test_rotations_uniform():
     rng = np.random.default_rng(0)
-    e = K.random_rotations(20000, rng)
+    e = random_rotations(20000, rng)
     # uniform on SO(3): cos(tilt) is uniform on [-1, 1]
     h, _ = np.histogram(np.cos(np.radians(e[:, 1])), bins=10, range=(-1, 1))
     assert h.min() > 0.9 * 2000 and h.max() < 1.1 * 2000
@@ -179,7 +178,7 @@ def test_write_and_exports(rendered, tmp_path, client):
     spec, parts = gen(1, cy=24)
     path = tmp_path / "run.zarr"
     write_specimen(spec, parts, path, 0, progress=None)
-    back = st.open(path, "tomo_000/specimen")
+    back = st.open(path, specimen_group(0))
     assert tuple(back["density"].dims) == ("z", "y", "x")
     assert np.array_equal(back["occupancy"].values, rendered[0]["occupancy"].values)
     p = open_particles(path, 0)
@@ -202,7 +201,7 @@ def test_write_and_exports(rendered, tmp_path, client):
     from scipy.spatial.transform import Rotation
 
     r1 = Rotation.from_euler("ZXZ", [float(v) for v in f[4:]], degrees=True).as_matrix()
-    r2 = K.rotation_matrices(np.array([p[k].values[0] for k in ("rot", "tilt", "psi")]))[0]
+    r2 = rotation_matrices(np.array([p[k].values[0] for k in ("rot", "tilt", "psi")]))[0]
     assert np.allclose(r1, r2, atol=1e-4)
     from faket_dask.errors import InputError, OutputExistsError
 
@@ -223,7 +222,7 @@ def test_cli(tmp_path):
                    "--seed", 5, "--particles", 20, "--vesicles", 1, "--fiducials", 2, "--workers", 1)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    ds = st.open(store, "tomo_000/specimen")
+    ds = st.open(store, specimen_group(0))
     assert ds["density"].shape == (64, 96, 96) and ds["class_mask"].dtype == np.uint8
     assert float(ds["density"].max()) > 0
     proc = run_cli("export-particles", store, tmp_path / "particle_locations.txt", "--tomo", 0)

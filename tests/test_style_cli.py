@@ -19,11 +19,13 @@ import xarray as xr
 import faket_dask as fd
 from faket_dask import cli, store
 from faket_dask.datamodel import tiltseries
-from faket_dask.stages import style_transfer as sst
+from faket_dask.kernels import nst
+from faket_dask.stages import style_grams as sgr
+from faket_dask.store.layout import style_grams_group
 
 EXE = str(Path(sys.executable).with_name("faket-dask"))
 STYLE = "tomo_001/tiltseries/measured"
-GRAMS = "style_grams/tomo_001_tiltseries_measured"
+GRAMS = style_grams_group(STYLE)
 
 
 def run_cli(*args, **env) -> subprocess.CompletedProcess:
@@ -135,7 +137,7 @@ def test_style_end_to_end_then_exists_then_weights_file(run, expected, gold, wei
     assert_ok(proc)
     assert "computed style Grams" in proc.stdout
     np.testing.assert_array_equal(_faket(run), expected)
-    assert sst.load_style_grams(run, GRAMS).attrs["weights"] == str(weights_file.resolve())
+    assert sgr.load_style_grams(run, GRAMS).attrs["weights"] == str(weights_file.resolve())
     # unchanged settings: the cached Grams are reused (in this process, same cluster)
     code, out, err = main_exit([str(a) for a in base] + ["--weights", str(weights_file), "--overwrite"], capsys)
     assert code == 0, err
@@ -174,20 +176,39 @@ def test_bad_input_errors(run, tmp_path, capsys):
 
 
 def test_fetch_weights(tmp_path, capsys, monkeypatch):
-    from faket_dask.kernels import style_transfer as k
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
     def offline(progress=True):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(k, "fetch_imagenet_weights", offline)
+    monkeypatch.setattr(nst, "fetch_imagenet_weights", offline)
     code, out, err = main_exit(["fetch-weights"], capsys)
     assert code == 2
     assert_one_line_error(err, "cannot download", "faket-dask fetch-weights", "internet")
 
-    path = k.imagenet_weights_path()
+    path = nst.imagenet_weights_path()
     path.parent.mkdir(parents=True)
     path.write_bytes(b"cached")
     code, out, err = main_exit(["fetch-weights"], capsys)
     assert code == 0 and f"already cached: {path}" in out
+
+
+def test_style_reuses_the_grams_of_a_simulate_run(tmp_path):
+    """The pipeline and ``faket-dask style`` share the one Gram-cache key
+    (``store.layout.style_grams_group`` of the style stack's GROUP/VAR): restyling a simulated
+    tomogram with the pipeline's settings reuses the Grams the run saved."""
+    from pipeline_helpers import TINY, cli, write_config
+
+    cfg = write_config(tmp_path / "run.yaml")
+    proc = cli("simulate", cfg, "--workers", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out" / "run.zarr"
+    grams = style_grams_group(STYLE)
+    assert store.stage_status(out)[grams]["status"] == "complete"
+    before = store.open_var(out, "tomo_000/tiltseries/faket").values
+    proc = cli("style", out, "--tomo", 0, "--style", STYLE, "--weights", "random",
+               "--seed", TINY["seed"], "--overwrite", "--workers", "2")
+    assert_ok(proc)
+    assert f"reusing style Grams {out}/{grams}" in proc.stdout, proc.stdout
+    # same Grams, same settings: the CLI restyles tomo_000 bit for bit as the pipeline did
+    np.testing.assert_array_equal(store.open_var(out, "tomo_000/tiltseries/faket").values, before)

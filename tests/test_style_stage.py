@@ -1,4 +1,4 @@
-"""The Dask style-transfer stage (METHOD.md §4) against the golden file, the in-memory kernel,
+"""The Dask style-transfer stage (``docs/method.md §4``) against the golden file, the in-memory kernel,
 itself under other chunkings and clusters, with cached Grams, tiled, and on bad input.
 
 Random VGG-19 weights only (no downloads). Exactness: on CPU the stage fixes the algorithm,
@@ -17,8 +17,9 @@ import xarray as xr
 import faket_dask as fd
 from faket_dask.datamodel import tiltseries
 from faket_dask.errors import InputError, OutputExistsError
-from faket_dask.kernels import style_transfer as k
-from faket_dask.stages import style_transfer as sst
+from faket_dask.kernels import nst
+from faket_dask.stages import style_grams as sgr
+from faket_dask.store.layout import style_grams_group
 
 RANDOM = {"weights": "random", "seed": 0}
 
@@ -87,9 +88,9 @@ def test_golden_through_the_stage(gold, gold_inputs, gold_out):
 
 def test_stage_equals_kernel(gold, gold_out):
     """Bit for bit the in-memory kernel run one tilt per pass, single-threaded."""
-    vgg = k.get_vgg("random", 0)
-    with k.single_threaded_torch():
-        want = k.style_transfer_stack(gold["content"], gold["style"], gold["init"], vgg,
+    vgg = nst.get_vgg("random", 0)
+    with nst.nst_runtime("fp32", "cpu", threads=1):
+        want = nst.style_transfer_stack(gold["content"], gold["style"], gold["init"], vgg,
                                       batch=1, streams=1, algorithm="direct")
     np.testing.assert_array_equal(gold_out[1], want)
 
@@ -124,25 +125,25 @@ def test_cached_grams_reused(tmp_path):
     assert ds["gram_1"].data.chunks[0] == (1, 1, 1) and ds["style_std"].dtype == np.float64
     assert ds.attrs["source"] == "tomo_001/tiltseries/measured" and ds.attrs["style_shape"] == [t, h, w]
     store = tmp_path / "run.zarr"
-    group = sst.grams_group("tomo_001/tiltseries/measured")
+    group = style_grams_group("tomo_001/tiltseries/measured")
     assert group == "style_grams/tomo_001_tiltseries_measured"
     fd.save(style, store, "tomo_001/tiltseries", name="measured")
-    assert sst.load_style_grams(store, group) is None
-    sst.save_style_grams(ds, store, group)
+    assert sgr.load_style_grams(store, group) is None
+    sgr.save_style_grams(ds, store, group)
     with pytest.raises(OutputExistsError):
-        sst.save_style_grams(ds, store, group)
-    loaded = sst.load_style_grams(store, group)
+        sgr.save_style_grams(ds, store, group)
+    loaded = sgr.load_style_grams(store, group)
     assert loaded is not None and loaded.attrs["weights"] == "random"
     np.testing.assert_array_equal(loaded["style_mean"].values,
                                   style.values.astype(np.float64).mean(axis=(1, 2)))
 
-    assert sst.grams_match(loaded, style=style, **RANDOM)
-    assert not sst.grams_match(loaded, weights="random", seed=1)
-    assert not sst.grams_match(loaded, precision="bf16", **RANDOM)
-    assert not sst.grams_match(loaded, tile=32, **RANDOM)
+    assert sgr.grams_match(loaded, style=style, **RANDOM)
+    assert not sgr.grams_match(loaded, weights="random", seed=1)
+    assert not sgr.grams_match(loaded, precision="bf16", **RANDOM)
+    assert not sgr.grams_match(loaded, tile=32, **RANDOM)
     shifted = style + 1.0
     shifted.attrs.update(style.attrs)
-    assert not sst.grams_match(loaded, style=shifted, **RANDOM)  # same name, other values
+    assert not sgr.grams_match(loaded, style=shifted, **RANDOM)  # same name, other values
 
     reused = fd.style_transfer(content, loaded, init, **RANDOM)
     a, b = dask.compute(direct.data, reused.data, scheduler="threads")
@@ -154,7 +155,7 @@ def test_cached_grams_reused(tmp_path):
         fd.style_transfer(content, loaded, init, weights="random", seed=1)
 
     fd.store.mark_stage(store, group, status="running")  # as after an interrupted write
-    assert sst.load_style_grams(store, group) is None
+    assert sgr.load_style_grams(store, group) is None
 
 
 def test_tiled_equals_untiled_512x384():
@@ -173,31 +174,6 @@ def test_tiled_equals_untiled_512x384():
     print(f"tiled 512x384 tile 256 [{full.attrs['nst_algorithm']}]: {frac_bad:.4%} of pixels "
           f"beyond 1e-4 std, max {d.max():.2e} std")
     assert frac_bad <= 1e-3
-
-
-def test_single_threaded_torch_in_reused_threads():
-    """torch's thread count is per OS thread: every task thread that enters the context runs
-    single-threaded, also a reused one that ran torch before (as a Dask worker's threads)."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    before = torch.get_num_threads()
-    barrier = threading.Barrier(2)
-
-    def warm(_):
-        torch.ones(8).sum()
-        barrier.wait(timeout=10)  # both pool threads exist and have used torch
-        return torch.get_num_threads()
-
-    def inside(_):
-        with k.single_threaded_torch():
-            barrier.wait(timeout=10)  # both inside at once
-            return torch.get_num_threads()
-
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(warm, range(2)))
-        assert list(pool.map(inside, range(2))) == [1, 1]
-    assert torch.get_num_threads() == before
 
 
 def test_errors_before_any_work(gold, tmp_path, monkeypatch):

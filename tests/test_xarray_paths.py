@@ -16,6 +16,7 @@ import faket_dask as fd
 from faket_dask import datamodel
 from faket_dask import store as st
 from faket_dask.errors import InputError
+from faket_dask.store.layout import tiltseries_group, tiltseries_var, tomo_group, tomogram_group
 
 PIX = 10.0
 
@@ -43,36 +44,36 @@ def has_consolidated(store: Path) -> bool:
 
 def test_plain_open_zarr_is_quiet_once_consolidated(tmp_path):
     store = tmp_path / "run.zarr"
-    st.save(tiltseries("noiseless"), store, "tomo_000/tiltseries")
+    st.save(tiltseries("noiseless"), store, tiltseries_group(0))
     assert st.consolidate(store)
-    ds, caught = open_quietly(store, "tomo_000/tiltseries")
+    ds, caught = open_quietly(store, tiltseries_group(0))
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
     assert not caught
     assert list(ds.data_vars) == ["noiseless"] and ds["noiseless"].dims == ("tilt", "y", "x")
     assert np.array_equal(ds["noiseless"].values, tiltseries("noiseless").values)
     # consolidated=False is always quiet too (and never depends on the snapshot)
-    ds, caught = open_quietly(store, "tomo_000/tiltseries", consolidated=False)
+    ds, caught = open_quietly(store, tiltseries_group(0), consolidated=False)
     assert not caught and list(ds.data_vars) == ["noiseless"]
 
 
 def test_consolidated_metadata_is_never_stale(tmp_path):
     """The protocol: a stage drops the snapshot when it starts, consolidate() renews it after."""
     store = tmp_path / "run.zarr"
-    st.save(tiltseries("noiseless"), store, "tomo_000/tiltseries")
+    st.save(tiltseries("noiseless"), store, tiltseries_group(0))
     assert st.consolidate(store) and has_consolidated(store)
     # a stage starts: writing the root attrs without consolidated metadata drops the snapshot
     root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
-    root.attrs["stages"] = {**root.attrs["stages"], "tomo_000/tiltseries/noisy": {"status": "running"}}
+    root.attrs["stages"] = {**root.attrs["stages"], tiltseries_var(0, "noisy"): {"status": "running"}}
     assert not has_consolidated(store)
     assert not st.consolidate(store)                          # refused while a stage is running
-    st.save(tiltseries("noisy", 1), store, "tomo_000/tiltseries")   # marks noisy complete
-    ds, _ = open_quietly(store, "tomo_000/tiltseries")         # no snapshot: falls back, complete
+    st.save(tiltseries("noisy", 1), store, tiltseries_group(0))   # marks noisy complete
+    ds, _ = open_quietly(store, tiltseries_group(0))         # no snapshot: falls back, complete
     assert sorted(ds.data_vars) == ["noiseless", "noisy"]
     assert st.consolidate(store)                              # nothing running: renewed
-    ds, caught = open_quietly(store, "tomo_000/tiltseries")
+    ds, caught = open_quietly(store, tiltseries_group(0))
     assert not caught and sorted(ds.data_vars) == ["noiseless", "noisy"]
-    assert list(zarr.open_group(str(store), mode="r")["tomo_000/tiltseries"].array_keys()) != []
-    assert st.has_var(store, "tomo_000/tiltseries/noisy")
+    assert list(zarr.open_group(str(store), mode="r")[tiltseries_group(0)].array_keys()) != []
+    assert st.has_var(store, tiltseries_var(0, "noisy"))
     assert not st.consolidate(tmp_path / "missing.zarr")
 
 
@@ -80,60 +81,60 @@ def test_consolidated_metadata_is_never_stale(tmp_path):
                     reason="store.mark_stage does not call store.consolidate yet (lead integrates)")
 def test_every_completed_save_leaves_plain_open_zarr_quiet_and_complete(tmp_path):
     store = tmp_path / "run.zarr"
-    st.save(tiltseries("noiseless"), store, "tomo_000/tiltseries")
-    st.save(tiltseries("noisy", 1), store, "tomo_000/tiltseries")
-    st.save_image(volume("faket"), store, "tomo_000/tomogram", "faket")
-    ds, caught = open_quietly(store, "tomo_000/tiltseries")
+    st.save(tiltseries("noiseless"), store, tiltseries_group(0))
+    st.save(tiltseries("noisy", 1), store, tiltseries_group(0))
+    st.save_image(volume("faket"), store, tomogram_group(0), "faket")
+    ds, caught = open_quietly(store, tiltseries_group(0))
     assert not caught and sorted(ds.data_vars) == ["noiseless", "noisy"]
-    st.save(tiltseries("faket", 2), store, "tomo_000/tiltseries")
-    ds, caught = open_quietly(store, "tomo_000/tiltseries")
+    st.save(tiltseries("faket", 2), store, tiltseries_group(0))
+    ds, caught = open_quietly(store, tiltseries_group(0))
     assert not caught and sorted(ds.data_vars) == ["faket", "noiseless", "noisy"]
 
 
 def test_tomograms_through_xarray(tmp_path):
     store = tmp_path / "run.zarr"
     faket, noisy = volume("faket", seed=1), volume("noisy", seed=2)
-    st.save_image(faket, store, "tomo_000/tomogram", "faket")
-    st.save_image(noisy, store, "tomo_000/tomogram", "noisy")
+    st.save_image(faket, store, tomogram_group(0), "faket")
+    st.save_image(noisy, store, tomogram_group(0), "noisy")
 
     # fd.open: one variable per modality, level 0, coordinates in Å
-    ds = fd.open(store, "tomo_000/tomogram")
+    ds = fd.open(store, tomogram_group(0))
     assert sorted(ds.data_vars) == ["faket", "noisy"]
     assert ds["faket"].dims == ("z", "y", "x") and ds["faket"].attrs["pixel_size_A"] == PIX
     assert np.array_equal(ds["faket"].values, faket.values)
     assert np.array_equal(ds["x"].values, faket["x"].values)
     # one image group, and a coarser level (2x2x2 block means, pixel doubled)
-    one = fd.open(store, "tomo_000/tomogram/faket")
+    one = fd.open(store, f"{tomogram_group(0)}/faket")
     assert list(one.data_vars) == ["faket"] and np.array_equal(one["faket"].values, faket.values)
-    lv1 = fd.open(store, "tomo_000/tomogram", level=1)["faket"]
+    lv1 = fd.open(store, tomogram_group(0), level=1)["faket"]
     assert lv1.shape == (4, 8, 6) and lv1.attrs["pixel_size_A"] == 2 * PIX
     assert np.allclose(lv1.values, faket.values.reshape(4, 2, 8, 2, 6, 2).mean(axis=(1, 3, 5)), atol=1e-6)
     with pytest.raises(InputError, match="levels 0..2"):
-        fd.open(store, "tomo_000/tomogram", level=3)
+        fd.open(store, tomogram_group(0), level=3)
 
     # plain xarray: the tomogram group itself holds no arrays, and an image group's levels
     # conflict on z, y, x, so open one level by dropping the others (no Å coordinates then)
-    ds, caught = open_quietly(store, "tomo_000/tomogram", consolidated=False)
+    ds, caught = open_quietly(store, tomogram_group(0), consolidated=False)
     assert not ds.data_vars and not caught
     with pytest.raises(ValueError, match="conflicting sizes"):
-        xr.open_zarr(str(store), group="tomo_000/tomogram/faket", consolidated=False)
-    s0, caught = open_quietly(store, "tomo_000/tomogram/faket", consolidated=False, drop_variables=["s1", "s2"])
+        xr.open_zarr(str(store), group=f"{tomogram_group(0)}/faket", consolidated=False)
+    s0, caught = open_quietly(store, f"{tomogram_group(0)}/faket", consolidated=False, drop_variables=["s1", "s2"])
     assert not caught and list(s0.data_vars) == ["s0"]
     assert np.array_equal(s0["s0"].values, faket.values)
     assert s0.attrs["ome"]["multiscales"][0]["datasets"][0]["path"] == "s0"
     assert st.consolidate(store)
-    s0, caught = open_quietly(store, "tomo_000/tomogram/faket", drop_variables=["s1", "s2"])
+    s0, caught = open_quietly(store, f"{tomogram_group(0)}/faket", drop_variables=["s1", "s2"])
     assert not caught and np.array_equal(s0["s0"].values, faket.values)
 
 
 def test_open_refuses_clearly(tmp_path):
     store = tmp_path / "run.zarr"
-    st.save(tiltseries("noiseless"), store, "tomo_000/tiltseries")
-    st.save_image(volume("faket"), store, "tomo_000/tomogram", "faket")
-    with pytest.raises(InputError, match="no group 'tomo_000/nothing'"):
-        fd.open(store, "tomo_000/nothing")
+    st.save(tiltseries("noiseless"), store, tiltseries_group(0))
+    st.save_image(volume("faket"), store, tomogram_group(0), "faket")
+    with pytest.raises(InputError, match=f"no group '{tomo_group(0, 'nothing')}'"):
+        fd.open(store, tomo_group(0, "nothing"))
     with pytest.raises(InputError, match="level=1"):
-        fd.open(store, "tomo_000/tiltseries", level=1)
+        fd.open(store, tiltseries_group(0), level=1)
     # a variable written into an OME-NGFF image group is refused with a one-line error
     with pytest.raises(InputError, match="not a plain variable group"):
-        st.save(volume("extra"), store, "tomo_000/tomogram/faket")
+        st.save(volume("extra"), store, f"{tomogram_group(0)}/faket")

@@ -14,6 +14,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..params import (
+    BFACTOR_A2,
+    DEFOCUS_UM,
+    ICE_THICKNESS_A,
+    MAX_PHASE_RAD,
+    TOTAL_DOSE_E_PER_A2,
+    MicroscopeParams,
+)
+from ..store.layout import tiltseries_group, tiltseries_var
 from . import ClusterFile, Gpus, Overwrite, Scheduler, Workers, connect
 
 
@@ -21,13 +30,13 @@ def microscope_cmd(
     store: Annotated[Path, typer.Argument(help="Run store with tomo_NNN/tiltseries/noiseless.")],
     tomo: Annotated[int, typer.Option(help="Tomogram index: reads and writes tomo_NNN/tiltseries; also keys the noise.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the shot noise and ice phase, 0 <= S < 2**32.")] = 0,
-    dose: Annotated[float, typer.Option(help="Total dose of the series (e/Å²), spread evenly over the tilts.")] = 120.0,
-    defocus: Annotated[float, typer.Option(help="Defocus (µm); negative = underfocus.")] = -3.0,
-    ice_thickness: Annotated[float, typer.Option(help="Ice thickness at 0° (Å); grows as 1/cos θ.")] = 1500.0,
-    bfactor: Annotated[float, typer.Option(help="B-factor of the CTF envelope (Å²).")] = 100.0,
+    dose: Annotated[float, typer.Option(help="Total dose of the series (e/Å²), spread evenly over the tilts.")] = TOTAL_DOSE_E_PER_A2,
+    defocus: Annotated[float, typer.Option(help="Defocus (µm); negative = underfocus.")] = DEFOCUS_UM,
+    ice_thickness: Annotated[float, typer.Option(help="Ice thickness at 0° (Å); grows as 1/cos θ.")] = ICE_THICKNESS_A,
+    bfactor: Annotated[float, typer.Option(help="B-factor of the CTF envelope (Å²).")] = BFACTOR_A2,
     phase_per_unit: Annotated[
         Optional[float],
-        typer.Option(help="Phase (rad) per unit projected density (default: 0.2 rad at the densest pixel)."),
+        typer.Option(help=f"Phase (rad) per unit projected density (default: {MAX_PHASE_RAD:g} rad at the densest pixel)."),
     ] = None,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
@@ -40,7 +49,7 @@ def microscope_cmd(
 
     from .. import store as st
     from ..errors import InputError
-    from ..stages.microscope import MicroscopeParams, simulate_microscope
+    from ..stages.microscope import simulate_microscope
 
     for what, v in (("--seed", seed), ("--tomo", tomo)):
         if not 0 <= v < 2**32:
@@ -55,9 +64,9 @@ def microscope_cmd(
         raise InputError(f"microscope: {err['loc'][0]}: {err['msg']}") from None
     if not st.is_store(store):
         st.open_root(store)  # one-line "no such store" / "not a Zarr store"
-    group = st.tomo_group(tomo, "tiltseries")
-    src = f"{group}/noiseless"
-    st.check_writable(store, f"{group}/measured", overwrite=overwrite)
+    group = tiltseries_group(tomo)
+    src = tiltseries_var(tomo, "noiseless")
+    st.check_writable(store, tiltseries_var(tomo, "measured"), overwrite=overwrite)
     ts = st.open_var(store, src)
     with connect(scheduler, workers, gpus, cluster):
         arr = simulate_microscope(ts, seed=seed, tomo=tomo, params=params)

@@ -5,9 +5,13 @@
     faket-dask noise estimate run.zarr --measured reference/style_000/measured \\
         --noiseless reference/style_000/noiseless [--order 2 --order 0]
     faket-dask noise estimate run.zarr --measured reference/real_000/measured   # unpaired
-    faket-dask noise apply run.zarr --tomo 0 --modalities noisy,content,baseline --seed 0
+    faket-dask noise apply run.zarr --tomo 0 --modalities noisy,content,baseline --seed 0 \\
+        [--order 2 --baseline-order 0 --noisy-scale 1 --content-scale 0.25 --baseline-scale 1]
 
-Everything is validated (variables exist, shapes and tilt counts agree, no NaN/inf or
+``noise apply`` makes each modality with the same function as ``simulate``
+(:func:`faket_dask.stages.noise.add_noise_modality`), from the orders and scales given here
+(defaults: the paper's, :data:`faket_dask.params.MODALITIES`), so the same settings give the
+same bits. Everything is validated (variables exist, shapes and tilt counts agree, no NaN/inf or
 constant tilt, outputs may be written) before a cluster is started or a byte is written; the
 value check reads the inputs once on local threads.
 """
@@ -18,10 +22,19 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..params import (
+    BASELINE_ORDER,
+    BASELINE_SCALE,
+    CONTENT_SCALE,
+    NOISE_ORDER,
+    NOISY_SCALE,
+    UNPAIRED_BAND,
+)
+from ..store.layout import NOISE_MODEL_GROUP, tiltseries_group, tiltseries_var
 from . import ClusterFile, Gpus, Overwrite, Scheduler, Workers, connect
 
 app = typer.Typer(
-    help="Noise model (METHOD.md §2-3): estimate it from references, apply it to tilt-series.",
+    help="Noise model (docs/method.md §2-3): estimate it from references, apply it to tilt-series.",
     no_args_is_help=True,
 )
 
@@ -56,8 +69,8 @@ def estimate_cmd(
     band: Annotated[
         tuple[float, float],
         typer.Option(help="Unpaired estimate: frequency band LO HI as fractions of Nyquist."),
-    ] = (0.6, 1.0),
-    group: Annotated[str, typer.Option(help="Store group of the model.")] = "noise_model",
+    ] = UNPAIRED_BAND,
+    group: Annotated[str, typer.Option(help="Store group of the model.")] = NOISE_MODEL_GROUP,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the model as JSON here (default: STORE_noise_model.json beside the store).")] = None,
     figure: Annotated[Optional[Path], typer.Option(help="PNG of the curves and fits (default: STORE_noise_curves.png beside the store).")] = None,
     overwrite: Overwrite = False,
@@ -69,12 +82,15 @@ def estimate_cmd(
     """Estimate per-tilt noise curves (r, sigma, mean, std) and store the noise model."""
     from .. import store as st
     from ..errors import InputError
-    from ..noise_model import DEFAULT_ORDERS, check_order
+    from ..kernels.noise_spectral import band_bins
+    from ..noise_model import check_order
+    from ..params import NOISE_MODEL_ORDERS
     from ..report import plot_noise_curves
-    from ..stages.noise import band_bins, check_references, check_values, estimate_noise
+    from ..stages.noise import estimate_noise
+    from ..stages.tilt_statistics import check_references, check_values
 
     noiseless = list(noiseless or [])
-    orders = [check_order(o) for o in (order or DEFAULT_ORDERS)]
+    orders = [check_order(o) for o in (order or NOISE_MODEL_ORDERS)]
     if not st.is_store(store):
         st.open_root(store)  # raises the one-line "no such store" / "not a Zarr store"
     if noiseless and len(noiseless) != len(measured):
@@ -128,35 +144,49 @@ def apply_cmd(
     modalities: Annotated[str, typer.Option(help="Comma-separated: noisy, content, baseline.")] = "noisy,content,baseline",
     seed: Annotated[int, typer.Option(help="Seed of the noise field, 0 <= S < 2**32 (shared by the modalities).")] = 0,
     input_var: Annotated[Optional[str], typer.Option("--input", help="GROUP/VAR of the noiseless tilt-series (default tomo_NNN/tiltseries/noiseless).")] = None,
-    model_group: Annotated[str, typer.Option(help="Store group of the noise model.")] = "noise_model",
+    model_group: Annotated[str, typer.Option(help="Store group of the noise model.")] = NOISE_MODEL_GROUP,
     model_json: Annotated[Optional[Path], typer.Option(help="Read the noise model from this JSON file instead of the store.")] = None,
     match_angles: Annotated[str, typer.Option(help="Tilts take the model's curves at their own angle: exact (same angle set) or nearest.")] = "exact",
+    order: Annotated[int, typer.Option(help="Polynomial order of the curves of NOISY and CONTENT.")] = NOISE_ORDER,
+    baseline_order: Annotated[int, typer.Option(help="Polynomial order of the curves of BASELINE.")] = BASELINE_ORDER,
+    noisy_scale: Annotated[float, typer.Option(help="Noise scale k of NOISY.")] = NOISY_SCALE,
+    content_scale: Annotated[float, typer.Option(help="Noise scale k of CONTENT (the paper: a quarter of NOISY's).")] = CONTENT_SCALE,
+    baseline_scale: Annotated[float, typer.Option(help="Noise scale k of BASELINE.")] = BASELINE_SCALE,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
     gpus: Gpus = False,
     cluster: ClusterFile = None,
 ) -> None:
-    """Add FakET noise (METHOD.md §3) and write the modalities into tomo_NNN/tiltseries."""
+    """Add FakET noise (docs/method.md §3) and write the modalities into tomo_NNN/tiltseries."""
+    from pydantic import ValidationError
+
     from .. import store as st
     from ..errors import InputError
-    from ..kernels.noise import MODALITIES
     from ..noise_model import NoiseModel
-    from ..stages.noise import add_noise_modality, check_values, modality_specs
+    from ..params import NoiseParams
+    from ..stages.noise import add_noise_modality, modality_specs
+    from ..stages.tilt_statistics import check_values
 
     names = modality_specs(modalities)
     for what, v in (("--seed", seed), ("--tomo", tomo)):
         if not 0 <= v < 2**32:
             raise InputError(f"{what} must be in [0, 2**32), got {v}")
+    try:
+        params = NoiseParams(order=order, baseline_order=baseline_order, noisy_scale=noisy_scale,
+                             content_scale=content_scale, baseline_scale=baseline_scale)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     if not st.is_store(store):
         st.open_root(store)
-    src = input_var or f"{st.tomo_group(tomo, 'tiltseries')}/noiseless"
+    src = input_var or tiltseries_var(tomo, "noiseless")
     ts = st.open_var(store, src)
     model = NoiseModel.from_json(model_json) if model_json else NoiseModel.load(store, model_group)
     # Building the graphs checks tilt counts and options; nothing is computed yet.
-    outs = {n: add_noise_modality(ts, model, n, seed, tomo=tomo, match_angles=match_angles,
+    outs = {n: add_noise_modality(ts, model, n, seed, tomo=tomo, params=params, match_angles=match_angles,
                                   match_option="--match-angles nearest") for n in names}
-    group = st.tomo_group(tomo, "tiltseries")
+    group = tiltseries_group(tomo)
     for n in names:
         st.check_writable(store, f"{group}/{n}", overwrite=overwrite)
     check_values([ts], [src])
@@ -164,11 +194,11 @@ def apply_cmd(
     model_src = str(model_json) if model_json else f"{store}/{model_group}"
     with connect(scheduler, workers, gpus, cluster):
         for n, arr in outs.items():
-            spec = MODALITIES[n]
+            spec = params.modality(n)
             path = st.save(
                 arr, store, group, name=n, overwrite=overwrite, progress=f"adding noise: {n}",
                 stage_info={
-                    "stage": "noise", "modality": n, "seed": seed, "tomo": tomo, "scale": spec.k,
+                    "stage": "noise", "modality": n, "seed": seed, "tomo": tomo, "scale": spec.scale,
                     "order": spec.order, "input": src, "model": model_src,
                 },
             )

@@ -40,9 +40,10 @@ def specimen_cmd(
     import warnings
 
     from ..stages.specimen import generate_specimen, write_specimen
-    from ..store import check_writable, tomo_group
+    from ..store import check_writable
+    from ..store.layout import particles_group, specimen_group
 
-    sgroup, pgroup = tomo_group(tomo, "specimen"), tomo_group(tomo, "particles")
+    sgroup, pgroup = specimen_group(tomo), particles_group(tomo)
     for v in ("density", "class_mask", "occupancy"):
         check_writable(store, f"{sgroup}/{v}", overwrite=overwrite)
     check_writable(store, f"{pgroup}/x", overwrite=overwrite)
@@ -82,10 +83,11 @@ def export_particles_cmd(
     written.
     """
     from ..errors import InputError
-    from ..stages.specimen import check_export_path, check_tomo_name, export_particles, open_particles
-    from ..store import tomo_group
+    from ..stages.particle_export import check_export_path, check_tomo_name, export_particles
+    from ..stages.particles import open_particles
+    from ..store.layout import tomo_name as store_tomo_name
 
-    name = tomo_group(tomo, "").rstrip("/")
+    name = store_tomo_name(tomo)
     check_export_path(dest, overwrite=overwrite)
     check_tomo_name(tomo_name or name)
     parts = open_particles(store, tomo, grid=grid)  # type: ignore[arg-type]
@@ -107,6 +109,7 @@ def export_particles_cmd(
 
 
 def _has_class_mask(store: Path, tomo: int) -> bool:
-    from ..store import has_var, tomo_group
+    from ..store import has_var
+    from ..store.layout import specimen_group
 
-    return has_var(store, f"{tomo_group(tomo, 'specimen')}/class_mask")
+    return has_var(store, f"{specimen_group(tomo)}/class_mask")

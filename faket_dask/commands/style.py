@@ -6,11 +6,12 @@
     faket-dask style run.zarr --tomo 0 --style tomo_001/tiltseries/measured [--weights imagenet]
 
 ``style`` reads ``tomo_NNN/tiltseries/content`` and ``.../noisy`` and writes
-``tomo_NNN/tiltseries/faket``. The style stack's Gram matrices are cached in the store at
-``style_grams/<GROUP_VAR>`` and reused while the settings they depend on are unchanged
-(otherwise that cache group alone is recomputed). Everything that can be checked without
-reading pixels (store, variables, shapes, tilt counts, tile, precision, weights, existing
-output) is checked before a cluster is started.
+``tomo_NNN/tiltseries/faket``. The style stack's Gram matrices are cached in the store under the
+one cache key ``store.layout.style_grams_group(STYLE)`` (``style_grams/<GROUP_VAR>``, the key
+the pipeline writes too, so Grams of a ``simulate`` run are reused) while the settings they
+depend on are unchanged (otherwise that cache group alone is recomputed). Everything that can
+be checked without reading pixels (store, variables, shapes, tilt counts, tile, precision,
+weights, existing output) is checked before a cluster is started.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..params.nst import DEFAULT_PRECISION, DEFAULT_WEIGHTS, PRECISIONS
 from . import ClusterFile, Gpus, Overwrite, Scheduler, Workers, connect
 
 
@@ -34,11 +36,11 @@ def style_cmd(
     store: Annotated[Path, typer.Argument(help="Run store with tomo_NNN/tiltseries/content and noisy.")],
     style: Annotated[str, typer.Option("--style", help="GROUP/VAR of the style tilt-series (measured data of another tomogram, same angles).")],
     tomo: Annotated[int, typer.Option(help="Tomogram index: reads and writes tomo_NNN/tiltseries.")] = 0,
-    weights: Annotated[str, typer.Option(help="VGG-19 weights: imagenet (local torch hub cache, see fetch-weights), random, or a state-dict file.")] = "imagenet",
+    weights: Annotated[str, typer.Option(help="VGG-19 weights: imagenet (local torch hub cache, see fetch-weights), random, or a state-dict file.")] = DEFAULT_WEIGHTS,
     seed: Annotated[int, typer.Option(help="Seed of --weights random.")] = 0,
     tile: Annotated[Optional[int], typer.Option(help="Process tilts in TILE x TILE tiles (multiple of 16) to bound memory.")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Tilts per task (default 1 on CPU; on GPU as many as fit).")] = None,
-    precision: Annotated[str, typer.Option(help="fp32, tf32 or bf16.")] = "fp32",
+    precision: Annotated[str, typer.Option(help=", ".join(PRECISIONS) + ".")] = DEFAULT_PRECISION,
     device: Annotated[str, typer.Option(help="auto (cuda when the cluster's workers offer GPU=1), cpu or cuda.")] = "auto",
     match_angles: Annotated[str, typer.Option(help="Content tilts meet the style tilt of the same angle: exact (same angle set) or nearest.")] = "exact",
     overwrite: Overwrite = False,
@@ -47,13 +49,13 @@ def style_cmd(
     gpus: Gpus = False,
     cluster: ClusterFile = None,
 ) -> None:
-    """Neural style transfer (METHOD.md §4): CONTENT styled like --style, from NOISY -> faket."""
+    """Neural style transfer (docs/method.md §4): CONTENT styled like --style, from NOISY -> faket."""
     from .. import store as st
     from ..errors import InputError
-    from ..stages.style_transfer import (
-        PRECISIONS, check_inputs, grams_group, grams_match, load_style_grams, save_style_grams,
-        style_grams_dataset, style_transfer,
+    from ..stages.style_grams import (
+        grams_match, load_style_grams, save_style_grams, style_grams_dataset,
     )
+    from ..stages.style_transfer import check_inputs, style_transfer
 
     if not 0 <= tomo < 2**32:
         raise InputError(f"--tomo must be in [0, 2**32), got {tomo}")
@@ -64,18 +66,17 @@ def style_cmd(
     if not st.is_store(store):
         st.open_root(store)  # one-line "no such store" / "not a Zarr store"
     st.split_var_path(style)
-    group = st.tomo_group(tomo, "tiltseries")
-    content = st.open_var(store, f"{group}/content")
-    noisy = st.open_var(store, f"{group}/noisy")
+    group = st.tiltseries_group(tomo)
+    content = st.open_var(store, st.tiltseries_var(tomo, "content"))
+    noisy = st.open_var(store, st.tiltseries_var(tomo, "noisy"))
     style_ts = st.open_var(store, style)
     style_ts.attrs["source"] = style.strip("/")  # names it in messages and in the output
     kw = dict(weights=weights, seed=seed, tile=tile, batch=batch, precision=precision)
     pairing = dict(match_angles=match_angles, match_option="--match-angles nearest")
     check_inputs(content, style_ts, noisy, device="cuda" if device == "cuda" else "cpu", **kw,
                  **pairing)
-    out_path = f"{group}/faket"
-    st.check_writable(store, out_path, overwrite=overwrite)
-    cache = grams_group(style)
+    st.check_writable(store, st.tiltseries_var(tomo, "faket"), overwrite=overwrite)
+    cache = st.style_grams_group(style)
 
     with connect(scheduler, workers, gpus, cluster) as client:
         dev = device if device != "auto" else ("cuda" if _cluster_has_gpus(client) else "cpu")
@@ -104,14 +105,14 @@ def style_cmd(
 def fetch_weights_cmd() -> None:
     """Download torchvision's ImageNet VGG-19 weights (IMAGENET1K_V1) into the torch hub cache."""
     from ..errors import FaketError
-    from ..kernels import style_transfer as k
+    from ..kernels import nst
 
-    path = k.imagenet_weights_path()
+    path = nst.imagenet_weights_path()
     if path.is_file():
         typer.echo(f"already cached: {path}")
         return
     try:
-        got = k.fetch_imagenet_weights(progress=True)
+        got = nst.fetch_imagenet_weights(progress=True)
     except Exception as exc:  # noqa: BLE001 - offline, proxy, hash mismatch: one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise FaketError(

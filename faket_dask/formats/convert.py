@@ -21,20 +21,9 @@ import xarray as xr
 
 from .. import chunking, datamodel, store
 from ..errors import InputError
-from .mrc import (
-    ANGLE_ATOL,
-    MrcArray,
-    MrcInfo,
-    check_angles,
-    check_finite,
-    check_labels,
-    check_output,
-    header_pixel_size,
-    read_info,
-    read_tlt,
-    write_mrc,
-    write_tlt,
-)
+from .mrc import MrcArray, check_finite, check_labels, check_output, write_mrc
+from .mrc_header import MrcInfo, header_pixel_size, read_info
+from .tlt import ANGLE_ATOL, check_angles, read_tlt, write_tlt
 
 #: Name of the tilt-dim coordinate holding each stored tilt's 0-based position in the file.
 ACQUISITION_INDEX = "acquisition_index"
@@ -60,7 +49,7 @@ def angles_from_range(start: float, stop: float, step: float, *, what: str | Non
     ------
     InputError
         Zero or non-finite step, an empty range, angles outside (-90°, 90°), or fewer than two
-        distinct angles (``start == stop``), see :func:`~.mrc.check_angles`.
+        distinct angles (``start == stop``), see :func:`~.tlt.check_angles`.
     """
     what = what or f"--angles {start:g} {stop:g} {step:g}"
     if step == 0 or not np.isfinite([start, stop, step]).all():
@@ -103,7 +92,7 @@ def check_mrc_shape(src: str | Path, kind: datamodel.Kind) -> MrcInfo:
     Raises
     ------
     InputError
-        Everything :func:`~.mrc.read_info` refuses, and 2D / 4D data.
+        Everything :func:`~.mrc_header.read_info` refuses, and 2D / 4D data.
     """
     info = read_info(src)
     if len(info.shape) != 3:
@@ -163,9 +152,9 @@ def load_mrc(
     Raises
     ------
     InputError
-        Bad file or header (:func:`~.mrc.read_info`), not 3D, no / anisotropic pixel size,
+        Bad file or header (:func:`~.mrc_header.read_info`), not 3D, no / anisotropic pixel size,
         missing angles, angle count ≠ tilt count, unusable angles
-        (:func:`~.mrc.check_angles`), NaN/inf values. All before anything is read into a store.
+        (:func:`~.tlt.check_angles`), NaN/inf values. All before anything is read into a store.
     """
     info = check_mrc_shape(src, kind)
     p = info.path
@@ -219,7 +208,7 @@ def load_labels(
     ----------
     src : path
         MRC class mask ``(z, y, x)``, any mode; mode 0 is read by the IMOD / MRC2014 rules of
-        :func:`~.mrc.read_info` (IMOD signed bytes -128/-127 are labels 0/1).
+        :func:`~.mrc_header.read_info` (IMOD signed bytes -128/-127 are labels 0/1).
     pixel_size_A : float, optional
         Voxel size (Å); default the header's (pass the density's when the mask has none).
     cy : int, optional

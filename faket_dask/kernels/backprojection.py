@@ -1,6 +1,6 @@
 """Unfiltered back-projection of filtered tilt rows, and the in-memory reconstruction recipe.
 
-Implements step 3 (and 4) of ``METHOD.md`` §5. For every detector row y and its filtered rows
+Implements step 3 (and 4) of ``docs/method.md §5``. For every detector row y and its filtered rows
 ``p_k`` (one per tilt, row mean removed)::
 
     v(z, x) = (π / T) · Σ_k interp(p_k, x·cos φ_k + z·sin φ_k)
@@ -37,19 +37,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .filters import FilterName, apply_fourier_filter, bin_tilts, make_filter
+from faket_dask.params import RECONSTRUCTION_BINNING, RECONSTRUCTION_FILTER, FilterName
+
+from .filters import apply_fourier_filter, bin_tilts, make_filter
 
 __all__ = [
-    "SHREC_Z_VALID",
     "backproject_slab",
     "crop_z",
     "z_valid_slice",
     "reconstruct_reference",
 ]
-
-#: Relative z-range of valid voxels in the SHREC reconstructions (METHOD §5.4): for a 512-slice
-#: volume these are slices 165 … 344 (``0.32226 ≈ 165/512``, ``0.67382 ≈ 345/512``).
-SHREC_Z_VALID: tuple[float, float] = (0.32226, 0.67382)
 
 #: Tap-table elements (output voxels × tilts) built per z-batch. Bounds the kernel's temporary
 #: memory to roughly 60 bytes × this (float64 coordinates, int64 indices, float32 weights),
@@ -101,6 +98,7 @@ def backproject_slab(
     *,
     nz: int | None = None,
     device: torch.device | str | None = None,
+    taps_per_batch: int | None = None,
 ) -> np.ndarray | torch.Tensor:
     """Back-project a slab of filtered tilt rows into a (z, y, x) volume slab.
 
@@ -121,6 +119,10 @@ def backproject_slab(
     device : torch.device or str, optional
         Where to compute (``"cpu"``, ``"cuda"``, …). Default: the device of ``filtered`` if it
         is a tensor, else CPU.
+    taps_per_batch : int, optional
+        Tap-table elements (output voxels × tilts) built per z-batch, the bound on temporary
+        memory (default :data:`_TAPS_PER_BATCH`, ~60 MB). The result is bit-identical for any
+        value.
 
     Returns
     -------
@@ -136,7 +138,7 @@ def backproject_slab(
     Output for a y-row is bit-identical for any ``cy`` split (see module docstring).
     Inputs must be finite: taps outside a row multiply some in-row pixel by 0, so an inf
     would turn into NaN there (the pipeline validates inputs before any work).
-    Temporary memory is bounded by z-batching (:data:`_TAPS_PER_BATCH`), not by batching over
+    Temporary memory is bounded by z-batching (``taps_per_batch``), not by batching over
     angles: splitting the angle sum would change its rounding with the batch size.
     """
     as_numpy = not isinstance(filtered, torch.Tensor)
@@ -155,6 +157,9 @@ def backproject_slab(
     nz = n if nz is None else int(nz)
     if nz < 1:
         raise ValueError(f"nz must be positive, got {nz}")
+    taps = _TAPS_PER_BATCH if taps_per_batch is None else int(taps_per_batch)
+    if taps < 1:
+        raise ValueError(f"taps_per_batch must be positive, got {taps_per_batch}")
     dev = p.device
     if cy == 0:
         out = torch.empty((nz, 0, n), dtype=torch.float32, device=dev)
@@ -178,7 +183,7 @@ def backproject_slab(
     # Output slice r holds depth z = nz/2 - 0.5 - r: the final z reversal folded into the grid.
     z_all = (nz / 2.0 - 0.5) - torch.arange(nz, dtype=torch.float64, device=dev)
     out = torch.empty((nz, cy, n), dtype=torch.float32, device=dev)
-    zb = max(1, _TAPS_PER_BATCH // (n * t))
+    zb = max(1, taps // (n * t))
     scale = math.pi / t
     for z0 in range(0, nz, zb):
         z1 = min(nz, z0 + zb)
@@ -216,14 +221,14 @@ def z_valid_slice(nz: int, z_valid: tuple[float, float]) -> slice:
 def crop_z(
     volume: np.ndarray | torch.Tensor, z_valid: tuple[float, float]
 ) -> np.ndarray | torch.Tensor:
-    """Keep a relative z-range of a reconstructed volume (METHOD §5.4).
+    """Keep a relative z-range of a reconstructed volume (``docs/method.md §5``).
 
     Parameters
     ----------
     volume : ndarray or Tensor, shape (Z, ...)
         Reconstruction, z first (after the z reversal of :func:`backproject_slab`).
     z_valid : (float, float)
-        Relative start and stop, e.g. :data:`SHREC_Z_VALID`; rounding rule in
+        Relative start and stop, e.g. :data:`faket_dask.params.SHREC_Z_VALID`; rounding rule in
         :func:`z_valid_slice`.
 
     Returns
@@ -237,14 +242,14 @@ def crop_z(
 def reconstruct_reference(
     projections: np.ndarray,
     angles_deg: Sequence[float] | np.ndarray,
-    binning: int = 2,
-    filter: FilterName | str = "approx_shrec",
+    binning: int = RECONSTRUCTION_BINNING,
+    filter: FilterName | str = RECONSTRUCTION_FILTER,
     *,
     nz: int | None = None,
     z_valid: tuple[float, float] | None = None,
     device: torch.device | str | None = None,
 ) -> np.ndarray:
-    """The whole reconstruction recipe of METHOD §5 in memory (for tests and small data).
+    """The whole reconstruction recipe of ``docs/method.md §5`` in memory (for tests and small data).
 
     Parameters
     ----------

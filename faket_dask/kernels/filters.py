@@ -1,6 +1,7 @@
 """Pre-processing of tilt-series before back-projection: binning and 2D Fourier filters.
 
-Implements steps 1 and 2 of the reconstruction recipe in ``METHOD.md`` §5.
+Implements steps 1 and 2 of the reconstruction recipe in ``docs/method.md §5``. The filter
+names and defaults are :mod:`faket_dask.params.reconstruction`'s.
 
 Chunking note for the Dask stage: both operations in this module are per-**tilt**, not
 per-row. :func:`bin_tilts` runs a cubic-spline prefilter over the whole tilt (an IIR filter
@@ -15,16 +16,15 @@ Every function here is a pure array function: no dask, no I/O.
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
 import numpy as np
 import scipy.fft as sfft
 import scipy.ndimage as ndi
 import torch
 
+from faket_dask.params import CROWTHER, FILTER_NAMES, FilterName
+
 __all__ = [
-    "FilterName",
-    "FILTER_NAMES",
     "binned_shape",
     "bin_tilts",
     "approx_shrec_filter",
@@ -32,11 +32,6 @@ __all__ = [
     "make_filter",
     "apply_fourier_filter",
 ]
-
-FilterName = Literal["approx_shrec", "ramp", "none"]
-#: Filter names accepted by :func:`make_filter`.
-FILTER_NAMES: tuple[str, ...] = ("approx_shrec", "ramp", "none")
-
 
 def binned_shape(ny: int, nx: int, factor: int) -> tuple[int, int]:
     """Shape of one tilt after :func:`bin_tilts`.
@@ -141,8 +136,8 @@ def bin_tilts(ts: np.ndarray | torch.Tensor, factor: int) -> np.ndarray | torch.
     return out.cpu().numpy() if as_numpy else out
 
 
-def approx_shrec_filter(ny: int, nx: int, crowther: float = 0.61) -> np.ndarray:
-    """The reverse-engineered SHREC reconstruction filter "approxShrec" (METHOD §5.2).
+def approx_shrec_filter(ny: int, nx: int, crowther: float = CROWTHER) -> np.ndarray:
+    """The reverse-engineered SHREC reconstruction filter "approxShrec" (``docs/method.md §5``).
 
     Built on a square ``size x size`` grid, ``size = max(ny, nx)``, ``nyquist = size // 2``:
 
@@ -164,7 +159,8 @@ def approx_shrec_filter(ny: int, nx: int, crowther: float = 0.61) -> np.ndarray:
     ny, nx : int
         Tilt rows and columns (pixels) the filter is applied to.
     crowther : float
-        Where the ramp reaches 1, as a fraction of Nyquist (SHREC: 0.61).
+        Where the ramp reaches 1, as a fraction of Nyquist (default
+        :data:`faket_dask.params.CROWTHER`, SHREC's 0.61).
 
     Returns
     -------
@@ -233,11 +229,11 @@ def make_filter(
     Parameters
     ----------
     name : {"approx_shrec", "ramp", "none"}
-        Which filter.
+        Which filter (:data:`faket_dask.params.FILTER_NAMES`).
     ny, nx : int
         Tilt rows and columns (pixels).
     crowther : float, optional
-        Crowther fraction for ``"approx_shrec"`` (default 0.61).
+        Crowther fraction for ``"approx_shrec"`` (default :data:`faket_dask.params.CROWTHER`).
 
     Returns
     -------

@@ -34,6 +34,19 @@ import math
 
 import numpy as np
 
+from faket_dask.params import (
+    AMPLITUDE_CONTRAST,
+    BFACTOR_A2,
+    CS_MM,
+    DEFOCUS_UM,
+    ICE_THICKNESS_A,
+    INELASTIC_MFP_A,
+    MTF_A,
+    MTF_B,
+    MTF_C,
+    VOLTAGE_KV,
+)
+
 __all__ = [
     "attenuation",
     "ctf_2d",
@@ -73,9 +86,9 @@ def ctf_2d(
     pixel_size_A: float,
     defocus_um: float,
     *,
-    voltage_kV: float = 300.0,
-    cs_mm: float = 2.7,
-    amplitude_contrast: float = 0.07,
+    voltage_kV: float = VOLTAGE_KV,
+    cs_mm: float = CS_MM,
+    amplitude_contrast: float = AMPLITUDE_CONTRAST,
     bfactor_A2: float = 0.0,
 ) -> np.ndarray:
     """Isotropic contrast transfer function on the full FFT grid.
@@ -90,7 +103,9 @@ def ctf_2d(
         Defocus (µm); **negative = underfocus** (the usual cryo-ET setting, e.g. −3).
     voltage_kV, cs_mm, amplitude_contrast, bfactor_A2 : float
         Accelerating voltage (kV), spherical aberration (mm), amplitude-contrast fraction A
-        (0..1) and B-factor of the envelope ``exp(−B k²/4)`` (Å²).
+        (0..1) and B-factor of the envelope ``exp(−B k²/4)`` (Å²). Defaults: the reference
+        microscope's (:mod:`faket_dask.params.microscope`), except ``bfactor_A2 = 0``: the
+        bare CTF, without envelope.
 
     Returns
     -------
@@ -110,7 +125,7 @@ def ctf_2d(
 
 
 def detector_mtf(
-    ny: int, nx: int, *, mtf_a: float = 0.7, mtf_b: float = 0.2, mtf_c: float = 0.8
+    ny: int, nx: int, *, mtf_a: float = MTF_A, mtf_b: float = MTF_B, mtf_c: float = MTF_C
 ) -> np.ndarray:
     """Parametric detector MTF on the full FFT grid (counting-detector-like curve).
 
@@ -159,17 +174,17 @@ def expected_counts(
     *,
     dose_e_per_A2: float,
     phase_per_unit: float,
-    defocus_um: float = -3.0,
-    voltage_kV: float = 300.0,
-    cs_mm: float = 2.7,
-    amplitude_contrast: float = 0.07,
-    bfactor_A2: float = 100.0,
-    ice_thickness_A: float = 1500.0,
-    inelastic_mfp_A: float = 3500.0,
+    defocus_um: float = DEFOCUS_UM,
+    voltage_kV: float = VOLTAGE_KV,
+    cs_mm: float = CS_MM,
+    amplitude_contrast: float = AMPLITUDE_CONTRAST,
+    bfactor_A2: float = BFACTOR_A2,
+    ice_thickness_A: float = ICE_THICKNESS_A,
+    inelastic_mfp_A: float = INELASTIC_MFP_A,
     ice_phase_std_rad: float = 0.0,
-    mtf_a: float = 0.7,
-    mtf_b: float = 0.2,
-    mtf_c: float = 0.8,
+    mtf_a: float = MTF_A,
+    mtf_b: float = MTF_B,
+    mtf_c: float = MTF_C,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Expected electron counts per pixel of one tilt (before shot noise).
@@ -188,9 +203,11 @@ def expected_counts(
         Phase shift (rad) per unit of ``density_proj``.
     ice_phase_std_rad : float
         Std (rad) of the white ice phase per pixel at θ = 0; scaled by ``sqrt(1/cos θ)``
-        (variance ∝ thickness). Needs ``rng`` when > 0.
+        (variance ∝ thickness). Needs ``rng`` when > 0. Default 0 (no ice phase, no ``rng``
+        needed); the stage passes :data:`faket_dask.params.ICE_PHASE_STD_RAD`.
     other keywords
-        See :func:`ctf_2d`, :func:`detector_mtf`, :func:`attenuation`.
+        See :func:`ctf_2d`, :func:`detector_mtf`, :func:`attenuation`; defaults are the
+        reference microscope's (:mod:`faket_dask.params.microscope`).
 
     Returns
     -------

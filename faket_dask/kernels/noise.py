@@ -1,33 +1,9 @@
-"""Noise kernels of FakET (METHOD.md §2 and §3): estimation, the noise field, injection.
+"""Noise kernels of FakET (``docs/method.md §2`` and ``§3``): noise curves and injection.
 
-Pure numpy: no dask, no I/O. Everything a Dask stage needs to run the method chunk by chunk on
-tilt-series chunked ``(t, cy, X)`` without ever materialising a tilt.
-
-Moments (the statistics contract)
----------------------------------
-Every per-tilt statistic (mean/std of a tilt, the correlation of a measured and a noiseless
-tilt) is computed from *per-row moments*:
-
-* ``row_moments(a)`` -> ``(t, cy, 3)`` columns ``[n, sum, css]``;
-* ``row_paired_moments(m, c)`` -> ``(t, cy, 6)`` columns
-  ``[n, sum_m, sum_c, css_m, css_c, csp_mc]``;
-
-where ``css`` / ``csp`` are sums of squares / products of deviations from the *row's own mean*
-(float64). Centring each row first keeps the variance free of the ``Σx² − (Σx)²/n``
-cancellation that plain power sums suffer when ``|mean| >> std``.
-
-A row's moments depend only on that row's pixels, never on how rows are grouped into chunks.
-:func:`reduce_rows` then combines all rows of a tilt with exactly rounded sums
-(:func:`math.fsum`), whose result does not depend on the order of the rows. Hence:
-
-    **Stage contract.** Compute row moments chunk-wise, concatenate the row moments of *all*
-    rows of a tilt along the row axis (any order; they are tiny: ``Y × 6`` float64 per tilt),
-    and call :func:`reduce_rows` once on the full array. Do **not** reduce per chunk and merge
-    the partial results with a dask tree reduction: that makes the last bits depend on the
-    chunking (use :func:`merge_moments` only where bit-reproducibility does not matter).
-
-Followed this way, every per-tilt scalar, and therefore every output pixel, is bit-identical
-for any y-chunking and any number of workers.
+Pure numpy: no dask, no I/O. With :mod:`faket_dask.kernels.noise_moments` (the per-tilt
+statistics, bit-reproducible for any chunking) and :mod:`faket_dask.kernels.noise_rng` (the
+noise field z), everything a Dask stage needs to run the method chunk by chunk on tilt-series
+chunked ``(t, cy, X)`` without ever materialising a tilt.
 
 Pass structure of the stages
 ----------------------------
@@ -44,274 +20,45 @@ Noise injection (per noiseless tilt-series P, a noise model and a modality):
     B. regenerate ``z`` and ``x`` exactly as in A (both are deterministic), then
        ``rescale(x, x_mean, x_std, mean, std)`` -> float32 output chunk.
 
-Modalities (METHOD §3) are only parameters of the same kernels, see :data:`MODALITIES`:
-NOISY = order-2 curves, k = 1; CONTENT = order-2 curves, k = 0.25; BASELINE = order-0
-curves, k = 1. NOISY, CONTENT and BASELINE of one tomogram use the same ``(seed, tomo)``,
-hence the same field z: CONTENT's noise term is exactly a quarter of NOISY's.
+Modalities (``docs/method.md §3``) are only parameters of the same kernels: a curve order and
+a noise scale k, owned by :data:`faket_dask.params.MODALITIES` (NOISY: order 2, k = 1;
+CONTENT: order 2, k = 0.25; BASELINE: order 0, k = 1). NOISY, CONTENT and BASELINE of one
+tomogram use the same ``(seed, tomo)``, hence the same field z: CONTENT's noise term is exactly
+a quarter of NOISY's.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 
 from faket_dask.errors import InputError
 
+from .noise_moments import (
+    P_CSP,
+    P_CSS_C,
+    P_CSS_M,
+    P_N,
+    P_SUM_C,
+    P_SUM_M,
+    reduce_rows,
+    row_paired_moments,
+)
+
 __all__ = [
     "CURVE_KEYS",
-    "MODALITIES",
-    "Modality",
     "add_noise_reference",
     "curves_from_arrays",
     "curves_from_moments",
     "fit_and_average",
     "fit_curve",
-    "mean_std",
-    "merge_moments",
     "mix",
-    "moments",
-    "normal_block",
-    "normal_field",
-    "paired_moments",
-    "philox4x32_10",
-    "reduce_rows",
     "rescale",
-    "row_moments",
-    "row_paired_moments",
 ]
 
 # --------------------------------------------------------------------------------------------
-# Moments
-# --------------------------------------------------------------------------------------------
-
-#: Columns of single-array moments: count, sum, centred sum of squares.
-N, SUM, CSS = 0, 1, 2
-#: Columns of paired moments (measured m, noiseless c).
-P_N, P_SUM_M, P_SUM_C, P_CSS_M, P_CSS_C, P_CSP = 0, 1, 2, 3, 4, 5
-
-
-def _as_f64_rows(a: np.ndarray, name: str) -> np.ndarray:
-    """``a`` (t, cy, X) as a C-contiguous float64 array.
-
-    A fixed memory layout makes numpy's per-row (pairwise) summation identical whatever the
-    input's strides, so a row's moments cannot depend on how the chunk was sliced.
-    """
-    a = np.asarray(a)
-    if a.ndim != 3:
-        raise InputError(f"{name}: expected a (tilt, y, x) array, got shape {a.shape}")
-    return np.ascontiguousarray(a, dtype=np.float64)
-
-
-def row_moments(a: np.ndarray) -> np.ndarray:
-    """Per-row moments of a tilt-series chunk, the mergeable primitive of all statistics.
-
-    Parameters
-    ----------
-    a : ndarray, shape (t, cy, X)
-        Any real dtype (converted to float64).
-
-    Returns
-    -------
-    ndarray, float64, shape (t, cy, 3)
-        Columns ``[n, sum, css]``: pixel count, sum of values and sum of squared deviations
-        from the row's own mean (units of ``a`` and ``a²``).
-
-    Notes
-    -----
-    Depends only on the pixels of each row, so it is independent of the chunking. Combine
-    rows of a tilt with :func:`reduce_rows` (see the module docstring for the contract).
-    """
-    a = _as_f64_rows(a, "row_moments")
-    nx = a.shape[2]
-    s = a.sum(axis=2)
-    d = a - (s / nx)[..., None]
-    css = np.einsum("tyx,tyx->ty", d, d) if nx else np.zeros_like(s)
-    return np.stack([np.full_like(s, nx), s, css], axis=-1)
-
-
-def row_paired_moments(measured: np.ndarray, noiseless: np.ndarray) -> np.ndarray:
-    """Per-row paired moments of a measured chunk M and the noiseless chunk C of the same pixels.
-
-    Parameters
-    ----------
-    measured, noiseless : ndarray, shape (t, cy, X)
-        The same tilts and rows of the measured reference and of its noiseless projection.
-
-    Returns
-    -------
-    ndarray, float64, shape (t, cy, 6)
-        Columns ``[n, ΣM, ΣC, css_M, css_C, csp_MC]``: count, sums, and sums of squared /
-        cross-multiplied deviations from each row's own means.
-    """
-    m = _as_f64_rows(measured, "measured")
-    c = _as_f64_rows(noiseless, "noiseless")
-    if m.shape != c.shape:
-        raise InputError(f"measured {m.shape} and noiseless {c.shape} shapes differ")
-    nx = m.shape[2]
-    sm, sc = m.sum(axis=2), c.sum(axis=2)
-    dm = m - (sm / nx)[..., None]
-    dc = c - (sc / nx)[..., None]
-    # einsum over the contiguous last axis: one pass, no (t, cy, X) product temporaries.
-    css_m = np.einsum("tyx,tyx->ty", dm, dm)
-    css_c = np.einsum("tyx,tyx->ty", dc, dc)
-    csp = np.einsum("tyx,tyx->ty", dm, dc)
-    return np.stack([np.full_like(sm, nx), sm, sc, css_m, css_c, csp], axis=-1)
-
-
-def _fsum_last(a: np.ndarray) -> np.ndarray:
-    """Exactly rounded sum over axis 1 of a (t, rows) array: independent of the row order."""
-    return np.array([math.fsum(row) for row in a], dtype=np.float64)
-
-
-def reduce_rows(rows: np.ndarray) -> np.ndarray:
-    """Combine the row moments of whole tilts into per-tilt moments, bit-reproducibly.
-
-    Parameters
-    ----------
-    rows : ndarray, float64, shape (t, Y, 3) or (t, Y, 6)
-        Output of :func:`row_moments` or :func:`row_paired_moments` for *all* Y rows of each
-        of t tilts, concatenated along axis 1 in any order.
-
-    Returns
-    -------
-    ndarray, float64, shape (t, 3) or (t, 6)
-        The same columns for the whole tilt, deviations now taken from the tilt mean.
-
-    Notes
-    -----
-    Uses the exact decomposition ``css = Σ_rows css_r + Σ_rows n_r (mean_r − mean)²`` (both
-    terms are non-negative: no cancellation) and :func:`math.fsum` for every sum, so the
-    result is the same for any row order and hence for any chunking, as long as it is called
-    once with all rows of the tilt.
-    """
-    rows = np.asarray(rows, dtype=np.float64)
-    if rows.ndim != 3 or rows.shape[2] not in (3, 6):
-        raise InputError(f"reduce_rows: expected (t, rows, 3|6) moments, got {rows.shape}")
-    paired = rows.shape[2] == 6
-    n_r = rows[..., 0]
-    n = _fsum_last(n_r)
-    nsum = 2 if paired else 1
-    sums = [_fsum_last(rows[..., 1 + j]) for j in range(nsum)]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # Deviations of the row means from the tilt mean (rows with n_r = 0 contribute 0).
-        devs = [
-            np.where(n_r > 0, rows[..., 1 + j] / n_r - (sums[j] / n)[:, None], 0.0)
-            for j in range(nsum)
-        ]
-    out = [n, *sums]
-    if paired:
-        d_m, d_c = devs
-        out.append(_fsum_last(rows[..., P_CSS_M]) + _fsum_last(n_r * d_m * d_m))
-        out.append(_fsum_last(rows[..., P_CSS_C]) + _fsum_last(n_r * d_c * d_c))
-        out.append(_fsum_last(rows[..., P_CSP]) + _fsum_last(n_r * d_m * d_c))
-    else:
-        (d,) = devs
-        out.append(_fsum_last(rows[..., CSS]) + _fsum_last(n_r * d * d))
-    return np.stack(out, axis=-1)
-
-
-def moments(a: np.ndarray) -> np.ndarray:
-    """Per-tilt moments of a chunk: ``reduce_rows(row_moments(a))``.
-
-    Parameters
-    ----------
-    a : ndarray, shape (t, cy, X)
-
-    Returns
-    -------
-    ndarray, float64, shape (t, 3)
-        ``[n, sum, css]`` of each tilt of the chunk (deviations from the chunk's tilt mean).
-
-    Notes
-    -----
-    Convenient for whole tilts. A stage that splits tilts into y-chunks must concatenate
-    :func:`row_moments` instead (see the module docstring) to stay bit-reproducible.
-    """
-    return reduce_rows(row_moments(a))
-
-
-def paired_moments(measured: np.ndarray, noiseless: np.ndarray) -> np.ndarray:
-    """Per-tilt paired moments of a chunk: ``reduce_rows(row_paired_moments(m, c))``.
-
-    Returns
-    -------
-    ndarray, float64, shape (t, 6)
-        ``[n, ΣM, ΣC, css_M, css_C, csp_MC]`` per tilt.
-    """
-    return reduce_rows(row_paired_moments(measured, noiseless))
-
-
-def merge_moments(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Merge per-tilt moments of two disjoint pixel sets of the same tilts (Chan et al.).
-
-    Parameters
-    ----------
-    a, b : ndarray, float64, shape (t, 3) or (t, 6)
-        Per-tilt moments (e.g. from :func:`moments` of two y-chunks).
-
-    Returns
-    -------
-    ndarray, float64, same shape
-        Moments of the union.
-
-    Notes
-    -----
-    Numerically sound, but the last bits depend on the merge order, i.e. on the chunking.
-    The stage should prefer concatenated :func:`row_moments` + :func:`reduce_rows`.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.shape[-1] not in (3, 6):
-        raise InputError(f"merge_moments: shapes {a.shape} and {b.shape} do not match")
-    na, nb = a[..., 0], b[..., 0]
-    n = na + nb
-    with np.errstate(invalid="ignore", divide="ignore"):
-        w = np.where(n > 0, na * nb / n, 0.0)
-        both = (na > 0) & (nb > 0)
-
-        def mean_diff(j: int) -> np.ndarray:
-            return np.where(both, b[..., j] / nb - a[..., j] / na, 0.0)
-
-        if a.shape[-1] == 3:
-            d = mean_diff(SUM)
-            return np.stack([n, a[..., 1] + b[..., 1], a[..., 2] + b[..., 2] + w * d * d], -1)
-        dm, dc = mean_diff(P_SUM_M), mean_diff(P_SUM_C)
-        return np.stack(
-            [
-                n,
-                a[..., 1] + b[..., 1],
-                a[..., 2] + b[..., 2],
-                a[..., 3] + b[..., 3] + w * dm * dm,
-                a[..., 4] + b[..., 4] + w * dc * dc,
-                a[..., 5] + b[..., 5] + w * dm * dc,
-            ],
-            -1,
-        )
-
-
-def mean_std(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population standard deviation (ddof = 0) from per-tilt moments.
-
-    Parameters
-    ----------
-    m : ndarray, float64, shape (t, 3)
-        Output of :func:`reduce_rows` / :func:`moments`.
-
-    Returns
-    -------
-    mean, std : ndarray, float64, shape (t,)
-        In the units of the data.
-    """
-    m = np.asarray(m, dtype=np.float64)
-    n = m[..., N]
-    return m[..., SUM] / n, np.sqrt(m[..., CSS] / n)
-
-
-# --------------------------------------------------------------------------------------------
-# Noise curves (METHOD §2)
+# Noise curves (docs/method.md §2)
 # --------------------------------------------------------------------------------------------
 
 #: Keys of a curve dict, each a float64 array of shape (T,): correlation r, residual std
@@ -440,199 +187,8 @@ def fit_and_average(
 
 
 # --------------------------------------------------------------------------------------------
-# Counter-based standard-normal field
+# Noise injection (docs/method.md §3)
 # --------------------------------------------------------------------------------------------
-
-_U32: Final = 0xFFFFFFFF
-_PHILOX_M0: Final = np.uint64(0xD2511F53)
-_PHILOX_M1: Final = np.uint64(0xCD9E8D57)
-_PHILOX_W0: Final = 0x9E3779B9
-_PHILOX_W1: Final = 0xBB67AE85
-_MASK32: Final = np.uint64(_U32)
-_SHIFT32: Final = np.uint64(32)
-#: Counters per inner block: big enough to amortise numpy's per-call cost, small enough that
-#: the ~10 live uint64 arrays stay in cache (measured: ~4x faster than whole-tilt arrays).
-_BLOCK_COUNTERS: Final = 1 << 15
-
-
-def philox4x32_10(
-    counter: Sequence[np.ndarray | int], key: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Philox4x32-10 block function (Salmon et al. 2011, Random123), vectorised.
-
-    Parameters
-    ----------
-    counter : 4 arrays (broadcastable) or ints
-        Counter words c0..c3, each in [0, 2³²).
-    key : (int, int)
-        Key words k0, k1 in [0, 2³²).
-
-    Returns
-    -------
-    4 ndarrays, uint64, broadcast shape
-        Output words, each in [0, 2³²) (uint64 so the 32×32→64-bit products need no casts).
-
-    Notes
-    -----
-    Matches the Random123 known-answer vectors (see the tests). numpy's ``np.random.Philox``
-    is the 4x64 variant and cannot serve as a reference.
-    """
-    c = np.broadcast_arrays(*[np.asarray(w, dtype=np.uint64) for w in counter])
-    c0, c1, c2, c3 = (np.array(w, dtype=np.uint64) for w in c)  # own, writable copies
-    k0, k1 = int(key[0]) & _U32, int(key[1]) & _U32
-    for _ in range(10):
-        p0 = c0 * _PHILOX_M0  # < 2⁶⁴: exact in uint64
-        p1 = c2 * _PHILOX_M1
-        n0 = p1 >> _SHIFT32
-        n0 ^= c1
-        n0 ^= np.uint64(k0)
-        n2 = p0 >> _SHIFT32
-        n2 ^= c3
-        n2 ^= np.uint64(k1)
-        p1 &= _MASK32
-        p0 &= _MASK32
-        c0, c1, c2, c3 = n0, p1, n2, p0
-        k0 = (k0 + _PHILOX_W0) & _U32
-        k1 = (k1 + _PHILOX_W1) & _U32
-    return c0, c1, c2, c3
-
-
-def _check_u32(name: str, value: int) -> int:
-    v = int(value)
-    if not 0 <= v <= _U32:
-        raise InputError(f"normal field: {name} must be in [0, 2**32), got {value}")
-    return v
-
-
-def normal_block(
-    seed: int,
-    tomo: int,
-    tilts: Sequence[int] | np.ndarray,
-    y0: int,
-    y1: int,
-    nx: int,
-    *,
-    x0: int = 0,
-    stream: int = 0,
-) -> np.ndarray:
-    """Standard-normal field z for several tilts, a pure function of (seed, tomo, tilt, y, x).
-
-    Parameters
-    ----------
-    seed, tomo : int
-        Philox key ``(seed, tomo)``, each in [0, 2³²). One tomogram's NOISY, CONTENT and
-        BASELINE use the same pair, hence the same field.
-    tilts : sequence of int, length t
-        Tilt indices (counter word 2).
-    y0, y1 : int
-        Rows ``y0 <= y < y1`` (counter word 1).
-    nx : int
-        Number of columns, starting at ``x0``.
-    x0 : int, keyword
-        First column (default 0).
-    stream : int, keyword
-        Counter word 3, for independent fields under the same key (0 = the noise field z).
-
-    Returns
-    -------
-    ndarray, float32, shape (t, y1 − y0, nx)
-        Independent N(0, 1) samples (dimensionless).
-
-    Notes
-    -----
-    Pixel ``(tilt, y, x)`` is value ``x mod 4`` of the counter
-    ``(x // 4, y, tilt, stream)``: one Philox4x32-10 call gives four 32-bit words, turned into
-    four normals by two Box–Muller transforms in float64 (``u1 = (w + 1)·2⁻³² ∈ (0, 1]`` so
-    the log is finite, ``u2 = w·2⁻³²``; curand's ``curand_normal4`` scheme; |z| ≤ 6.66).
-    Every pixel is computed by elementwise operations from its own counter, so any chunk of
-    any tilt is bit-identical however the field is split. (Across *different* CPUs or numpy
-    builds, libm/SIMD ``log``/``cos`` may differ in the last float64 ulp, which very rarely
-    changes a float32 value.)
-    """
-    seed = _check_u32("seed", seed)
-    tomo = _check_u32("tomo", tomo)
-    stream = _check_u32("stream", stream)
-    tilts = [_check_u32("tilt", t) for t in np.atleast_1d(np.asarray(tilts)).tolist()]
-    y0, y1, nx, x0 = int(y0), int(y1), int(nx), int(x0)
-    if y0 < 0 or y1 < y0 or nx < 0 or x0 < 0 or y1 > _U32 + 1 or x0 + nx > 4 * (_U32 + 1):
-        raise InputError(f"normal field: bad range y=[{y0}, {y1}) x=[{x0}, {x0 + nx})")
-    ny = y1 - y0
-    out = np.empty((len(tilts), ny, nx), dtype=np.float32)
-    if ny == 0 or nx == 0 or not tilts:
-        return out
-    b0, b1 = x0 // 4, (x0 + nx + 3) // 4  # counter blocks covering the columns
-    nb = b1 - b0
-    lead = x0 - 4 * b0
-    xb = np.arange(b0, b1, dtype=np.uint64)[None, :]
-    rows_per_block = max(1, _BLOCK_COUNTERS // nb)
-    two_m32 = 2.0**-32
-    two_pi_m32 = 2.0 * math.pi * two_m32
-    buf = np.empty((rows_per_block, nb, 4), dtype=np.float64)
-    for ti, tilt in enumerate(tilts):
-        for ys in range(y0, y1, rows_per_block):
-            ye = min(y1, ys + rows_per_block)
-            r = ye - ys
-            yy = np.arange(ys, ye, dtype=np.uint64)[:, None]
-            w = philox4x32_10((xb, yy, tilt, stream), (seed, tomo))
-            o = buf[:r]
-            for j in (0, 2):
-                # Box–Muller on words (j, j+1) -> values j, j+1 of each group of four.
-                rad = w[j].astype(np.float64)
-                rad += 1.0
-                rad *= two_m32
-                np.log(rad, out=rad)
-                rad *= -2.0
-                np.sqrt(rad, out=rad)
-                ang = w[j + 1].astype(np.float64)
-                ang *= two_pi_m32
-                np.multiply(rad, np.cos(ang), out=o[:, :, j])
-                np.multiply(rad, np.sin(ang), out=o[:, :, j + 1])
-            flat = o.reshape(r, 4 * nb)
-            out[ti, ys - y0 : ye - y0] = flat[:, lead : lead + nx]
-    return out
-
-
-def normal_field(
-    seed: int, tomo: int, tilt: int, y0: int, y1: int, nx: int, *, x0: int = 0, stream: int = 0
-) -> np.ndarray:
-    """Standard-normal field of one tilt, rows ``y0 <= y < y1``: ``normal_block(...)[0]``.
-
-    Returns
-    -------
-    ndarray, float32, shape (y1 − y0, nx)
-        See :func:`normal_block` for the counter layout and reproducibility guarantees.
-    """
-    return normal_block(seed, tomo, [tilt], y0, y1, nx, x0=x0, stream=stream)[0]
-
-
-# --------------------------------------------------------------------------------------------
-# Noise injection (METHOD §3)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Modality:
-    """Parameters of one noise modality.
-
-    Attributes
-    ----------
-    order : int
-        Polynomial order of the noise-model curves it uses.
-    k : float
-        Scale of the noise term ``z·σ·k``.
-    """
-
-    order: int
-    k: float
-
-
-#: METHOD §3: NOISY and CONTENT use order-2 curves, BASELINE order-0; CONTENT's noise is a
-#: quarter of NOISY's (same field z).
-MODALITIES: Final[dict[str, Modality]] = {
-    "noisy": Modality(order=2, k=1.0),
-    "content": Modality(order=2, k=0.25),
-    "baseline": Modality(order=0, k=1.0),
-}
 
 
 def _per_tilt(v: np.ndarray | float, t: int, name: str) -> np.ndarray:
@@ -661,10 +217,11 @@ def mix(
     p_chunk : ndarray, shape (t, cy, X)
         Noiseless projections.
     p_mean, p_std : ndarray, shape (t,)
-        Mean and population std of each *whole* tilt of P (from :func:`mean_std` of
-        :func:`reduce_rows` of :func:`row_moments`).
+        Mean and population std of each *whole* tilt of P (``mean_std(reduce_rows(
+        row_moments(P)))`` of :mod:`faket_dask.kernels.noise_moments`).
     z_chunk : ndarray, shape (t, cy, X)
-        The standard-normal field of the same pixels (:func:`normal_block`).
+        The standard-normal field of the same pixels
+        (:func:`faket_dask.kernels.noise_rng.normal_block`).
     r, sigma : ndarray, shape (t,)
         Noise-model curves at these tilts.
     k : float
@@ -701,8 +258,8 @@ def rescale(
 ) -> np.ndarray:
     """Give every tilt the target mean and std: ``(x − x_mean)·(s/x_std) + μ``, as float32.
 
-    Algebraically METHOD §3's ``x ← x/std(x)·s; x ← x − (mean(x) − μ)``; the centred form
-    avoids cancellation when ``|μ| >> s``.
+    Algebraically the method's ``x ← x/std(x)·s; x ← x − (mean(x) − μ)`` (``docs/method.md
+    §3``); the centred form avoids cancellation when ``|μ| >> s``.
 
     Parameters
     ----------
@@ -738,7 +295,9 @@ def add_noise_reference(
     z: np.ndarray,
     k: float,
 ) -> np.ndarray:
-    """METHOD §3 literally, on a whole in-memory tilt-series (the reference for the stage).
+    """The injection of ``docs/method.md §3`` literally, on a whole in-memory tilt-series.
+
+    The reference the chunked stage is tested against.
 
     Parameters
     ----------

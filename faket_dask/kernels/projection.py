@@ -1,4 +1,4 @@
-"""Noiseless tilt-series: the parallel-beam Radon transform of a volume slab (METHOD.md §1).
+"""Noiseless tilt-series: the parallel-beam Radon transform of a volume slab (``docs/method.md §1``).
 
 Each y-slice of the volume, the (z, x) plane, is projected independently (tilt axis = y) with
 exactly the convention of the original FakET code (scikit-image ``radon(plane, theta,
@@ -288,6 +288,7 @@ def project_slab(
     device: str | torch.device | None = None,
     max_batch_elems: int | None = None,
     cache: bool = True,
+    block_width: int | None = None,
 ) -> np.ndarray:
     """Negated parallel-beam Radon transform of every (z, x) plane of a volume slab.
 
@@ -308,12 +309,16 @@ def project_slab(
     cache : bool, default True
         Keep the operator for (Z, X, angles, device) for the next call (bounded by
         :data:`CACHE_MAX_ELEMS`); the Dask stage calls this once per slab with the same geometry.
+    block_width : int, optional
+        y-slices per sparse product (default :func:`column_block_width`). Results are
+        bit-identical for any slab split at a fixed width; other widths agree to float32
+        rounding.
 
     Returns
     -------
     numpy.ndarray, float32, shape (T, cy, X)
         Projections, axes (tilt, y, x), in units of voxel value × voxel length; ``p[k, y, i]`` is
-        METHOD.md §1's ``p_θ[i]`` of plane y at ``θ = angles_deg[k]``.
+        ``docs/method.md §1``'s ``p_θ[i]`` of plane y at ``θ = angles_deg[k]``.
 
     Notes
     -----
@@ -348,6 +353,8 @@ def project_slab(
     limit = min(limit, 2**31 - 1)
     if (nz + 2 * _PAD) * (nx + 2 * _PAD) >= 2**31:
         raise ValueError(f"(z, x) plane {nz}x{nx} too large for 32-bit sparse indices")
+    if block_width is not None and int(block_width) < 1:
+        raise ValueError(f"block_width must be positive, got {block_width}")
 
     n_tilts = len(angles)
     if n_tilts == 0 or cy == 0:
@@ -357,7 +364,7 @@ def project_slab(
         op = _operator(nz, nx, angles, dev, limit, cache)
         out = torch.empty((n_tilts, cy, nx), dtype=torch.float32, device=dev)
         zero = torch.zeros((), dtype=torch.float32, device=dev)
-        width = column_block_width(nz, nx, dev)
+        width = int(block_width) if block_width is not None else column_block_width(nz, nx, dev)
         # (Zp, Xp, width): y last so that it is the column of the sparse product; zero border.
         # Reused across blocks: stale values in the unused columns of a last partial block only
         # reach output columns that are dropped (columns never mix).

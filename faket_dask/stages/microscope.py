@@ -1,7 +1,8 @@
 """Reference-microscope stage: noiseless tilt-series → simulated ``measured`` counts.
 
 A physics-based stand-in for a real instrument (``docs/microscope.md``), so the method has
-paired style data (``measured`` + ``noiseless``) on a fresh machine.
+paired style data (``measured`` + ``noiseless``) on a fresh machine. Its parameters and their
+defaults are :class:`faket_dask.params.MicroscopeParams`.
 
 The CTF and the detector MTF are 2D Fourier filters, so each task holds one *whole* tilt: the
 input is regrouped to ``(1, Y, X)`` chunks (only the y-chunks of one tilt are concatenated),
@@ -14,37 +15,14 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field
 
 from .. import datamodel
 from ..errors import InputError
-
-
-class MicroscopeParams(BaseModel):
-    """Parameters of the reference microscope (units in the names; defaults: a 300 kV Krios-like
-    instrument, ~1500 Å of ice, 120 e/Å² over the whole series)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    voltage_kV: float = Field(300.0, gt=0)
-    cs_mm: float = Field(2.7, ge=0)
-    defocus_um: float = Field(-3.0, description="negative = underfocus")
-    amplitude_contrast: float = Field(0.07, ge=0, le=1)
-    bfactor_A2: float = Field(100.0, ge=0)
-    total_dose_e_per_A2: float = Field(120.0, gt=0, description="spread evenly over the tilts")
-    ice_thickness_A: float = Field(1500.0, ge=0, description="at 0°; grows as 1/cos θ")
-    inelastic_mfp_A: float = Field(3500.0, gt=0)
-    ice_phase_std_rad: float = Field(0.02, ge=0, description="white ice phase per pixel at 0°")
-    phase_per_unit: float | None = Field(
-        None, description="rad per unit projected density; None: max_phase_rad / max|V|"
-    )
-    max_phase_rad: float = Field(0.2, gt=0, description="phase of the densest pixel when phase_per_unit is None")
-    mtf_a: float = Field(0.7, ge=0, le=1)
-    mtf_b: float = Field(0.2, gt=0)
-    mtf_c: float = Field(0.8, gt=0)
+from ..params import MicroscopeParams
 
 
 def _kernel_params(p: MicroscopeParams, n_tilts: int, phase_per_unit: float) -> dict[str, float]:
+    """Keywords of :func:`faket_dask.kernels.microscope.image_tilt` for one tilt of ``n_tilts``."""
     return {
         "dose_e_per_A2": p.total_dose_e_per_A2 / n_tilts,
         "phase_per_unit": phase_per_unit,
@@ -84,7 +62,8 @@ def _image_block(
 
 
 def dose_per_tilt(n_tilts: int, params: MicroscopeParams | None = None) -> float:
-    """Dose of each tilt (e/Å²): the total dose spread evenly."""
+    """Dose of each tilt (e/Å²): the total dose of ``params`` (default
+    :class:`~faket_dask.params.MicroscopeParams`) spread evenly over ``n_tilts``."""
     p = params or MicroscopeParams()
     return p.total_dose_e_per_A2 / n_tilts
 

@@ -1,15 +1,16 @@
-"""The noise stage (METHOD.md §2–3): estimate a noise model, add noise to a tilt-series.
+"""The noise stage (``docs/method.md §2–3``): estimate a noise model, add noise to a tilt-series.
 
 Both directions work chunk by chunk on tilt-series chunked ``(t, cy, X)``; no tilt is ever
-held whole. Per-tilt statistics follow the contract of :mod:`faket_dask.kernels.noise`:
-per-row moments are computed per chunk, the rows of a tilt are gathered (``Y × 3..6`` float64,
-tiny) and reduced once with exactly rounded sums, so every statistic, and every output pixel,
-is bit-identical for any chunking and any number of workers.
+held whole. Per-tilt statistics follow the contract of :mod:`faket_dask.kernels.noise_moments`
+(wired by :mod:`faket_dask.stages.tilt_statistics`): per-row moments are computed per chunk,
+the rows of a tilt are gathered (``Y × 3..6`` float64, tiny) and reduced once with exactly
+rounded sums, so every statistic, and every output pixel, is bit-identical for any chunking
+and any number of workers.
 
 Estimation (:func:`estimate_noise`)
     paired: ``row_paired_moments`` of each (measured, noiseless) chunk pair, reduced per tilt,
     ``curves_from_moments``, then fitted and averaged by :class:`~faket_dask.NoiseModel`.
-    unpaired: ``row_band_power`` (white-noise power of each row from the high-frequency band of
+    unpaired: ``row_band_power`` (:mod:`faket_dask.kernels.noise_spectral`: white-noise power of each row from the high-frequency band of
     its spectrum, see ``docs/noise.md``) and row moments, reduced per tilt. Statistics are
     computed eagerly (the result is a small model, not an array).
 
@@ -26,162 +27,50 @@ Injection (:func:`add_noise`), a lazy graph of three passes over the input:
     (Re-reading the input per pass, e.g. with ``dask.graph_manipulation.clone``, would bound
     memory without relying on the ordering; clone mis-handles rechunk graphs in the pinned
     Dask, so it is not used.)
+
+Modalities (:func:`add_noise_modality`)
+    NOISY, CONTENT and BASELINE are :func:`add_noise` with a curve order and a noise scale
+    (``docs/method.md §3``) taken from a :class:`~faket_dask.params.NoiseParams` (default: the
+    paper's table, :data:`faket_dask.params.MODALITIES`). ``faket-dask noise apply`` and the
+    pipeline both go through it, so the same settings give the same bits.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Final
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .. import chunking
-from ..datamodel import TILT_DIMS
 from ..errors import InputError
-from ..tilt_pairing import is_identity, match_tilts, tilt_label
 from ..kernels import noise as nz
+from ..kernels import noise_moments as nm
+from ..kernels.noise_rng import normal_block
+from ..kernels.noise_spectral import band_bins, row_band_power, unpaired_curves
 from ..noise_model import NoiseModel
+from ..params import MODALITY_NAMES, NOISE_ORDER, NOISY_SCALE, UNPAIRED_BAND, UNPAIRED_TAPER, NoiseParams
 from ..progress import compute
+from ..tilt_pairing import match_tilts
+from .tilt_statistics import (
+    array_name,
+    as_tiltseries,
+    check_moments,
+    check_references,
+    gather_rows,
+    row_moments,
+    tilt_angles,
+    tilt_mean_std,
+    tilt_moments,
+)
 
 __all__ = [
-    "DEFAULT_BAND",
-    "TAPER",
     "add_noise",
     "add_noise_modality",
-    "band_bins",
-    "check_references",
-    "check_values",
     "estimate_noise",
     "estimate_noise_unpaired",
     "modality_specs",
-    "row_band_power",
-    "unpaired_curves",
 ]
-
-#: Band of the unpaired estimate, as fractions of the Nyquist frequency (0.5 cycles/pixel):
-#: 0.6–1.0 Nyquist = 0.3–0.5 cycles/pixel, where the CTF envelope and the detector MTF
-#: usually leave no signal at tomography pixel sizes (assumptions: docs/noise.md).
-DEFAULT_BAND: Final = (0.6, 1.0)
-#: Tukey window taper fraction: tapers 12.5 % at each row end (kills the edge-discontinuity
-#: leakage) and weights the flat 75 % middle equally, so a noise level that varies across
-#: the row is averaged almost uniformly (a Hann window over-weights the row centre).
-TAPER: Final = 0.25
-
-
-# --------------------------------------------------------------------------------------------
-# inputs
-# --------------------------------------------------------------------------------------------
-
-
-def _as_tiltseries(obj: Any, what: str) -> xr.DataArray:
-    """A (tilt, y, x) DataArray backed by dask, with whole rows per chunk.
-
-    numpy-backed inputs are chunked ``(1, cy, X)`` with the project's ``cy`` rule; dask inputs
-    keep their chunks, except that several x-chunks are merged (row statistics need whole
-    rows; the data model never splits x).
-    """
-    if not isinstance(obj, xr.DataArray):
-        if not hasattr(obj, "ndim"):
-            raise InputError(f"{what}: expected a (tilt, y, x) array, got {type(obj).__name__}")
-        if obj.ndim != 3:
-            raise InputError(f"{what}: expected a (tilt, y, x) array, got shape {tuple(obj.shape)}")
-        obj = xr.DataArray(obj, dims=TILT_DIMS)
-    if tuple(obj.dims) != TILT_DIMS:
-        raise InputError(f"{what}: expected dims {TILT_DIMS}, got {tuple(obj.dims)}")
-    if min(obj.shape) < 1:
-        raise InputError(f"{what}: empty tilt-series, shape {obj.shape}")
-    if not np.issubdtype(obj.dtype, np.number) or np.issubdtype(obj.dtype, np.complexfloating):
-        raise InputError(f"{what}: expected real numbers, got dtype {obj.dtype}")
-    data = obj.data
-    if not isinstance(data, da.Array):
-        t, ny, nx = obj.shape
-        chunks = chunking.tiltseries_chunks(obj.shape, chunking.choose_cy(ny, nx, t))
-        data = da.from_array(np.asarray(data), chunks=chunks)
-    if data.numblocks[2] != 1:
-        data = data.rechunk({2: -1})
-    return obj.copy(data=data)
-
-
-def _name(arr: Any, given: str | None, default: str) -> str:
-    """What to call an input in messages and in the model: given > the array's name > default."""
-    if given:
-        return str(given)
-    name = getattr(arr, "name", None) if isinstance(arr, xr.DataArray) else None
-    return str(name) if name is not None else default
-
-
-def _names(arrays: Sequence[Any], given: Sequence[str] | None, prefix: str) -> list[str]:
-    if given is not None and len(given) != len(arrays):
-        raise InputError(f"{len(given)} names for {len(arrays)} {prefix} tilt-series")
-    return [_name(a, given[i] if given else None, f"{prefix}[{i}]") for i, a in enumerate(arrays)]
-
-
-def _as_list(x: Any) -> list[Any]:
-    if x is None:
-        return []
-    if isinstance(x, (xr.DataArray, np.ndarray, da.Array)):
-        return [x]
-    return list(x)
-
-
-# --------------------------------------------------------------------------------------------
-# per-tilt reductions (row moments -> tilt statistics), bit-reproducible
-# --------------------------------------------------------------------------------------------
-
-
-def _gather_rows(rows: da.Array) -> da.Array:
-    """All rows of each tilt in one block: ``(t, Y, k)``, a few kB per tilt."""
-    return rows.rechunk({1: -1, 2: -1})
-
-
-def _reduce_block(rows: np.ndarray) -> np.ndarray:
-    return nz.reduce_rows(rows)
-
-
-def _tilt_moments(rows: da.Array) -> da.Array:
-    """Per-tilt moments (T, k) from row moments (T, Y, k): one :func:`reduce_rows` per tilt."""
-    g = _gather_rows(rows)
-    return g.map_blocks(_reduce_block, drop_axis=1, chunks=(g.chunks[0], g.chunks[2]), dtype=np.float64)
-
-
-def _mean_std_block(rows: np.ndarray, *, what: str, block_info: dict | None = None) -> np.ndarray:
-    """(t, Y, 3) row moments -> (t, 1, 2) [mean, std] of each tilt; rejects unusable tilts.
-
-    Raised here, on the worker, because the values are only known when the graph runs; the
-    :class:`InputError` travels back to the caller unchanged.
-    """
-    t0 = block_info[0]["array-location"][0][0] if block_info else 0
-    n = block_info[0]["shape"][0] if block_info else rows.shape[0]
-    mean, std = nz.mean_std(nz.reduce_rows(rows))
-    for i in range(mean.size):
-        if not (np.isfinite(mean[i]) and np.isfinite(std[i])):
-            raise InputError(f"{what}: {tilt_label(t0 + i, n)} has NaN or inf values")
-        if std[i] == 0:
-            raise InputError(f"{what}: {tilt_label(t0 + i, n)} is constant "
-                             "(zero standard deviation: a blank or dark image)")
-    return np.stack([mean, std], axis=-1)[:, None, :]
-
-
-def _tilt_mean_std(rows: da.Array, what: str) -> tuple[da.Array, da.Array]:
-    """Per-tilt mean and std as ``(T, 1, 1)`` arrays that broadcast over a tilt's chunks."""
-    g = _gather_rows(rows)
-    ms = g.map_blocks(
-        _mean_std_block, what=what, chunks=(g.chunks[0], (1,), (2,)), dtype=np.float64,
-        name=f"tilt-mean-std-{da.core.tokenize(g, what)}",
-    )
-    return ms[:, :, 0:1], ms[:, :, 1:2]
-
-
-def _row_moments_block(a: np.ndarray) -> np.ndarray:
-    return nz.row_moments(a)
-
-
-def _row_moments(data: da.Array) -> da.Array:
-    return data.map_blocks(
-        _row_moments_block, chunks=(data.chunks[0], data.chunks[1], (3,)), dtype=np.float64
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,130 +78,16 @@ def _row_moments(data: da.Array) -> da.Array:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_moments(mo: np.ndarray, checks: Sequence[tuple]) -> None:
-    """Reject NaN/inf and constant tilts after the reduction, naming the array and the tilt.
-
-    ``checks`` holds ``(name, sum column, css column[, angles])`` of each array in the
-    moments; tilts are named 1-based with their angle when known.
-    """
-    for check in checks:
-        name, col_sum, col_css = check[:3]
-        angles = check[3] if len(check) > 3 else None
-        bad = np.flatnonzero(~(np.isfinite(mo[:, col_sum]) & np.isfinite(mo[:, col_css])))
-        if bad.size:
-            raise InputError(f"{name}: {tilt_label(int(bad[0]), len(mo), angles)} has NaN or inf values")
-        const = np.flatnonzero(mo[:, col_css] <= 0)
-        if const.size:
-            raise InputError(f"{name}: {tilt_label(int(const[0]), len(mo), angles)} is constant "
-                             "(zero standard deviation: a blank or dark image)")
-
-
-def _angles(arr: xr.DataArray) -> np.ndarray | None:
-    if "tilt" in arr.coords and np.issubdtype(arr["tilt"].dtype, np.number):
-        return np.asarray(arr["tilt"].values, dtype=np.float64)
-    return None
-
-
-def _check_tilt_counts(arrays: Sequence[xr.DataArray], names: Sequence[str]) -> None:
-    counts = [a.sizes["tilt"] for a in arrays]
-    if len(set(counts)) > 1:
-        listed = ", ".join(f"{n} has {c}" for n, c in zip(names, counts))
-        raise InputError(f"references differ in tilt count ({listed}); curves are averaged per tilt")
-
-
-def _align(arr: xr.DataArray, to: xr.DataArray, name: str, to_name: str,
-           match_angles: str = "exact") -> xr.DataArray:
-    """``arr`` reordered so its tilt i has the angle of ``to``'s tilt i (by position when
-    either has no angles). Curves are averaged, and pairs are compared, angle by angle."""
-    a, b = _angles(arr), _angles(to)
-    if a is None or b is None:
-        return arr
-    idx = match_tilts(b, a, target=to_name, source=name, mode=match_angles,
-                      option="references with the same angles (curves are averaged angle by angle) or")
-    return arr if is_identity(idx) else arr.isel(tilt=idx)
-
-
-def check_references(
-    measured: Sequence[xr.DataArray] | xr.DataArray,
-    noiseless: Sequence[xr.DataArray] | xr.DataArray | None = None,
-    names: Sequence[str] | None = None,
-    noiseless_names: Sequence[str] | None = None,
-) -> tuple[list[xr.DataArray], list[xr.DataArray] | None, list[str], list[str] | None]:
-    """Validate reference tilt-series before any work; cheap (shapes only, nothing computed).
-
-    Returns
-    -------
-    measured, noiseless, names, noiseless_names
-        Dask-backed (tilt, y, x) DataArrays (whole rows per chunk) and their names.
-
-    Raises
-    ------
-    InputError
-        Nothing given, counts differ, a pair's shapes differ, or references differ in tilt
-        count (their curves are averaged tilt by tilt).
-    """
-    ms = _as_list(measured)
-    if not ms:
-        raise InputError("estimate_noise: no measured tilt-series given")
-    m_names = _names(ms, names, "measured")
-    ms = [_as_tiltseries(a, n) for a, n in zip(ms, m_names)]
-    # every reference's tilt i must have the first reference's angle i (stores keep stacks
-    # sorted by angle, but arrays given directly may come in acquisition order)
-    # The curves are fitted over the tilt index (METHOD §2), so that index must run over
-    # ascending angles: the first reference is sorted, the others follow it angle by angle.
-    order = np.argsort(_angles(ms[0]), kind="stable") if _angles(ms[0]) is not None else None
-    if order is not None and not is_identity(order):
-        ms[0] = ms[0].isel(tilt=order)
-    ms = [ms[0]] + [_align(m, ms[0], n, m_names[0]) for m, n in zip(ms[1:], m_names[1:])]
-    _check_tilt_counts(ms, m_names)
-    if noiseless is None:
-        return ms, None, m_names, None
-    cs = _as_list(noiseless)
-    if len(ms) != len(cs):
-        raise InputError(
-            f"estimate_noise: {len(ms)} measured but {len(cs)} noiseless tilt-series; give one noiseless per measured"
-        )
-    c_names = _names(cs, noiseless_names, "noiseless")
-    cs = [_as_tiltseries(a, n) for a, n in zip(cs, c_names)]
-    cs = [_align(c, m, cn, mn) if m.shape == c.shape else c
-          for m, c, mn, cn in zip(ms, cs, m_names, c_names)]
-    for m, c, mn, cn in zip(ms, cs, m_names, c_names):
-        if m.shape != c.shape:
-            raise InputError(f"{mn} has shape {m.shape} but its noiseless partner {cn} has {c.shape}")
-    return ms, cs, m_names, c_names
-
-
-def check_values(arrays: Sequence[xr.DataArray], names: Sequence[str]) -> None:
-    """Reject tilt-series with a NaN/inf value or a constant tilt; one read of each array.
-
-    The CLI runs this before it starts a cluster (DESIGN: inputs are validated before any
-    work, with one-line errors), on the local threaded scheduler; memory stays at a few chunks.
-
-    Raises
-    ------
-    InputError
-        Naming the array and the first bad tilt.
-    """
-    arrs = [_as_tiltseries(a, n) for a, n in zip(arrays, names)]
-    if not arrs:
-        return
-    per_tilt = [_tilt_moments(_row_moments(a.data)) for a in arrs]
-    results = compute(per_tilt[0] if len(per_tilt) == 1 else da.concatenate(per_tilt), label="checking inputs")
-    offsets = np.cumsum([0] + [a.sizes["tilt"] for a in arrs])
-    for i, n in enumerate(names):
-        _check_moments(np.asarray(results[offsets[i] : offsets[i + 1]]), [(n, nz.SUM, nz.CSS, _angles(arrs[i]))])
-
-
 def estimate_noise(
     measured: Sequence[xr.DataArray] | xr.DataArray,
     noiseless: Sequence[xr.DataArray] | xr.DataArray | None = None,
-    order: int = 2,
+    order: int = NOISE_ORDER,
     *,
     sources: Sequence[str] | None = None,
     noiseless_sources: Sequence[str] | None = None,
-    band: tuple[float, float] = DEFAULT_BAND,
+    band: tuple[float, float] = UNPAIRED_BAND,
 ) -> NoiseModel:
-    """Estimate FakET's per-tilt noise curves from reference tilt-series (METHOD.md §2).
+    """Estimate FakET's per-tilt noise curves from reference tilt-series (``docs/method.md §2``).
 
     Parameters
     ----------
@@ -343,24 +118,24 @@ def estimate_noise(
     if noiseless is None:
         return estimate_noise_unpaired(measured, order, sources=sources, band=band)
     ms, cs, m_names, c_names = check_references(measured, noiseless, sources, noiseless_sources)
-    tilt_moments = []
+    per_reference = []
     for m, c in zip(ms, cs):
         md, cd = m.data, c.data
         if cd.chunks != md.chunks:
             cd = cd.rechunk(md.chunks)  # pairs must meet chunk for chunk; both stay chunk-sized
         rows = da.map_blocks(
-            nz.row_paired_moments, md, cd, chunks=(md.chunks[0], md.chunks[1], (6,)), dtype=np.float64
+            nm.row_paired_moments, md, cd, chunks=(md.chunks[0], md.chunks[1], (6,)), dtype=np.float64
         )
-        tilt_moments.append(_tilt_moments(rows))
+        per_reference.append(tilt_moments(rows))
     # One array, one compute: every reference shares the scheduling (tilt counts are equal).
-    moments = compute(da.stack(tilt_moments), label="estimating noise (paired)")
+    moments = compute(da.stack(per_reference), label="estimating noise (paired)")
     raw = []
     for mo, m, mn, cn in zip(moments, ms, m_names, c_names):
-        _check_moments(np.asarray(mo), [(mn, nz.P_SUM_M, nz.P_CSS_M, _angles(m)),
-                                        (cn, nz.P_SUM_C, nz.P_CSS_C, _angles(m))])
+        check_moments(np.asarray(mo), [(mn, nm.P_SUM_M, nm.P_CSS_M, tilt_angles(m)),
+                                        (cn, nm.P_SUM_C, nm.P_CSS_C, tilt_angles(m))])
         raw.append(nz.curves_from_moments(mo))
     return NoiseModel.from_raw(
-        raw, order, angles_deg=_angles(ms[0]), method="paired",
+        raw, order, angles_deg=tilt_angles(ms[0]), method="paired",
         sources=[{"measured": mn, "noiseless": cn} for mn, cn in zip(m_names, c_names)],
     )
 
@@ -370,143 +145,29 @@ def estimate_noise(
 # --------------------------------------------------------------------------------------------
 
 
-def _tukey(n: int, alpha: float = TAPER) -> np.ndarray:
-    from scipy.signal.windows import tukey
-
-    return tukey(n, alpha).astype(np.float64)
-
-
-def band_bins(nx: int, band: tuple[float, float] = DEFAULT_BAND) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the ``rfft`` bins of a row of ``nx`` pixels inside ``band``, split in halves.
-
-    Parameters
-    ----------
-    nx : int
-        Row length (pixels).
-    band : (lo, hi)
-        Fractions of the Nyquist frequency, ``0 <= lo < hi <= 1``.
-
-    Returns
-    -------
-    lower, upper : ndarray of int
-        Bins ``k`` with ``lo·nx/2 <= k <= hi·nx/2`` (frequency ``k/nx`` cycles/pixel), the lower
-        and the upper half of the band (their power ratio is a check that the signal decayed).
-
-    Raises
-    ------
-    InputError
-        For a bad band, or fewer than 4 bins in it (the row is too short).
-    """
-    lo, hi = float(band[0]), float(band[1])
-    if not (0.0 <= lo < hi <= 1.0):
-        raise InputError(f"band must satisfy 0 <= LO < HI <= 1 (fractions of Nyquist), got {lo} {hi}")
-    k = np.arange(nx // 2 + 1)
-    f = k / (nx / 2.0)  # fraction of Nyquist
-    sel = k[(f >= lo) & (f <= hi) & (k > 0)]
-    if sel.size < 4:
-        raise InputError(f"band {lo}-{hi} of Nyquist holds {sel.size} frequencies for rows of {nx} pixels; widen it")
-    half = sel.size // 2
-    return sel[:half], sel[half:]
-
-
-def row_band_power(a: np.ndarray, band: tuple[float, float] = DEFAULT_BAND) -> np.ndarray:
-    """Per-row white-noise power of a chunk, from the high-frequency band of the row spectra.
-
-    Parameters
-    ----------
-    a : ndarray, shape (t, cy, X)
-        Tilt-series chunk (any real dtype; computed in float64).
-    band : (lo, hi)
-        Fractions of Nyquist (see :func:`band_bins`).
-
-    Returns
-    -------
-    ndarray, float64, shape (t, cy, 2)
-        Per row, the sums over the lower / upper half of the band of
-        ``|rfft(w·(row − mean(row)))|² / Σw²`` (w a Tukey window). For white noise of variance
-        v each term has expectation v (data units²), so the sum divided by the bin count is an
-        unbiased estimate of v.
-
-    Notes
-    -----
-    A pure function of each row: the same for any chunking (one 1-D FFT per row, so no tilt
-    is ever held whole). Pure numpy; it belongs with the kernels of ``kernels/noise.py``.
-    """
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    if a.ndim != 3:
-        raise InputError(f"row_band_power: expected a (t, cy, X) chunk, got shape {a.shape}")
-    nx = a.shape[2]
-    lower, upper = band_bins(nx, band)
-    w = _tukey(nx)
-    d = a - a.mean(axis=2, keepdims=True)
-    d *= w
-    f = np.fft.rfft(d, axis=2)
-    p = f.real**2 + f.imag**2
-    norm = float(w @ w)
-    return np.stack([p[..., lower].sum(axis=2) / norm, p[..., upper].sum(axis=2) / norm], axis=-1)
-
-
 def _unpaired_rows_block(a: np.ndarray, *, band: tuple[float, float]) -> np.ndarray:
-    return np.concatenate([nz.row_moments(a), row_band_power(a, band)], axis=-1)
-
-
-def unpaired_curves(moments: np.ndarray, nx: int, band: tuple[float, float] = DEFAULT_BAND) -> dict[str, np.ndarray]:
-    """Per-tilt curves of the unpaired estimate from reduced row statistics.
-
-    Parameters
-    ----------
-    moments : ndarray, float64, shape (T, 5)
-        Per tilt ``[n, sum, css, P_lower, P_upper]``: :func:`faket_dask.kernels.noise.
-        reduce_rows` of the row moments and exactly rounded sums of :func:`row_band_power`.
-    nx : int
-        Row length (pixels).
-    band : (lo, hi)
-        The band used.
-
-    Returns
-    -------
-    dict of str -> ndarray (T,)
-        ``sigma`` = noise std / tilt std (METHOD's normalised σ, clipped to 1), ``r`` =
-        sqrt(1 − σ²) (noise independent of the signal), ``mean``, ``std`` (data units),
-        ``noise_std`` (data units) and ``band_ratio`` = mean power of the lower over the upper
-        half of the band (≈ 1 when the band holds only white noise; > 1 means signal left in
-        it and ``sigma`` overestimated).
-    """
-    mo = np.asarray(moments, dtype=np.float64)
-    lower, upper = band_bins(nx, band)
-    n_rows = mo[:, 0] / nx
-    p_lo = mo[:, 3] / (n_rows * lower.size)
-    p_hi = mo[:, 4] / (n_rows * upper.size)
-    noise_var = (mo[:, 3] + mo[:, 4]) / (n_rows * (lower.size + upper.size))
-    mean, std = nz.mean_std(mo[:, :3])
-    sigma = np.minimum(np.sqrt(noise_var) / std, 1.0)
-    return {
-        "r": np.sqrt(np.maximum(1.0 - sigma * sigma, 0.0)),
-        "sigma": sigma,
-        "mean": mean,
-        "std": std,
-        "noise_std": np.sqrt(noise_var),
-        "band_ratio": p_lo / p_hi,
-    }
+    """(t, cy, X) chunk -> (t, cy, 5) per-row ``[n, sum, css, P_lower, P_upper]``."""
+    return np.concatenate([nm.row_moments(a), row_band_power(a, band)], axis=-1)
 
 
 def _reduce_unpaired_block(rows: np.ndarray) -> np.ndarray:
-    mo = nz.reduce_rows(rows[..., :3])
+    """(t, Y, 5) rows of whole tilts -> (t, 5) per tilt, exactly rounded (any row order)."""
+    mo = nm.reduce_rows(rows[..., :3])
     fs = lambda col: np.array([math.fsum(r) for r in rows[..., col]])  # noqa: E731 - order-free sums
     return np.concatenate([mo, fs(3)[:, None], fs(4)[:, None]], axis=1)
 
 
 def estimate_noise_unpaired(
     measured: Sequence[xr.DataArray] | xr.DataArray,
-    order: int = 2,
+    order: int = NOISE_ORDER,
     *,
     sources: Sequence[str] | None = None,
-    band: tuple[float, float] = DEFAULT_BAND,
+    band: tuple[float, float] = UNPAIRED_BAND,
 ) -> NoiseModel:
     """Estimate the noise curves from measured tilt-series alone (no noiseless partner).
 
     Each tilt's white-noise variance is the mean power of its rows' spectra in a
-    high-frequency ``band`` where the signal has decayed (CTF envelope, detector MTF); METHOD's
+    high-frequency ``band`` where the signal has decayed (CTF envelope, detector MTF); the method's
     normalised σ is its square root over the tilt's std, and ``r = sqrt(1 − σ²)`` assumes
     noise independent of the signal. Justification, assumptions and validation:
     ``docs/noise.md``.
@@ -538,24 +199,24 @@ def estimate_noise_unpaired(
         rows = d.map_blocks(
             _unpaired_rows_block, band=band, chunks=(d.chunks[0], d.chunks[1], (5,)), dtype=np.float64
         )
-        g = _gather_rows(rows)
+        g = gather_rows(rows)
         per_tilt.append(
             g.map_blocks(_reduce_unpaired_block, drop_axis=1, chunks=(g.chunks[0], (5,)), dtype=np.float64)
         )
     moments = compute(da.stack(per_tilt), label="estimating noise (unpaired)")
     raw = []
     for mo, m, n in zip(moments, ms, names):
-        _check_moments(np.asarray(mo), [(n, nz.SUM, nz.CSS, _angles(m))])
+        check_moments(np.asarray(mo), [(n, nm.SUM, nm.CSS, tilt_angles(m))])
         raw.append(unpaired_curves(mo, m.sizes["x"], band))
     return NoiseModel.from_raw(
-        raw, order, angles_deg=_angles(ms[0]), method="unpaired",
+        raw, order, angles_deg=tilt_angles(ms[0]), method="unpaired",
         sources=[{"measured": n} for n in names],
-        params={"band_nyquist": list(band), "window": f"tukey({TAPER})", "estimator": "row spectra"},
+        params={"band_nyquist": list(band), "window": f"tukey({UNPAIRED_TAPER})", "estimator": "row spectra"},
     )
 
 
 # --------------------------------------------------------------------------------------------
-# injection (METHOD §3)
+# injection (docs/method.md §3)
 # --------------------------------------------------------------------------------------------
 
 
@@ -573,22 +234,25 @@ def _block_x(
 ) -> tuple[np.ndarray, int, int]:
     """Unscaled x of one chunk; z is regenerated from the chunk's place in the whole array."""
     (t0, t1), (y0, y1), (x0, x1) = block_info[0]["array-location"]
-    z = nz.normal_block(seed, tomo, range(t0, t1), y0, y1, x1 - x0, x0=x0)
+    z = normal_block(seed, tomo, range(t0, t1), y0, y1, x1 - x0, x0=x0)
     x = nz.mix(p, p_mean[:, 0, 0], p_std[:, 0, 0], z, r[t0:t1], sigma[t0:t1], k)
     return x, t0, t1
 
 
 def _x_row_moments_block(p, p_mean, p_std, *, block_info=None, **kw) -> np.ndarray:
+    """Pass A of a chunk: the row moments of its unscaled x."""
     x, _, _ = _block_x(p, p_mean, p_std, block_info, **kw)
-    return nz.row_moments(x)
+    return nm.row_moments(x)
 
 
 def _apply_block(p, p_mean, p_std, x_mean, x_std, *, mean, std, block_info=None, **kw) -> np.ndarray:
+    """Pass B of a chunk: x regenerated exactly as in pass A, rescaled to float32."""
     x, t0, t1 = _block_x(p, p_mean, p_std, block_info, **kw)
     return nz.rescale(x, x_mean[:, 0, 0], x_std[:, 0, 0], mean[t0:t1], std[t0:t1])
 
 
 def _check_u32(name: str, value: int) -> int:
+    """``value`` as an int in [0, 2**32) (a Philox key word); :class:`InputError` otherwise."""
     v = int(value)
     if v != value or not 0 <= v < 2**32:
         raise InputError(f"{name} must be an integer in [0, 2**32), got {value}")
@@ -599,19 +263,20 @@ def add_noise(
     ts: xr.DataArray,
     model: NoiseModel,
     seed: int,
-    scale: float = 1.0,
+    scale: float = NOISY_SCALE,
     *,
     tomo: int = 0,
     name: str | None = None,
     match_angles: str = "exact",
     match_option: str = "match_angles='nearest'",
 ) -> xr.DataArray:
-    """Add FakET noise to a noiseless tilt-series (METHOD.md §3), lazily.
+    """Add FakET noise to a noiseless tilt-series (``docs/method.md §3``), lazily.
 
     ``x = standardise_per_tilt(P)·r + z·σ·scale``, then each tilt gets the model's std and
-    mean. NOISY = ``add_noise(P, model_order2, seed)``; CONTENT = the same with
-    ``scale=0.25``; BASELINE = ``add_noise(P, model.with_order(0), seed)``. All three share the
-    field z of ``(seed, tomo)``: CONTENT's noise is exactly a quarter of NOISY's.
+    mean. The modalities (:func:`add_noise_modality`) are this with an order and a scale:
+    NOISY = ``add_noise(P, model_order2, seed)``; CONTENT = the same with ``scale=0.25``;
+    BASELINE = ``add_noise(P, model.with_order(0), seed)``. All three share the field z of
+    ``(seed, tomo)``: CONTENT's noise is exactly a quarter of NOISY's.
 
     Parameters
     ----------
@@ -651,10 +316,10 @@ def add_noise(
     """
     if not isinstance(model, NoiseModel):
         raise InputError(f"add_noise: model must be a NoiseModel, got {type(model).__name__}")
-    what = _name(ts, None, "tilt-series")
-    ts = _as_tiltseries(ts, what)
+    what = array_name(ts, None, "tilt-series")
+    ts = as_tiltseries(ts, what)
     src = ", ".join(s.get("measured", "?") for s in model.sources) or "given curves"
-    ts_angles, model_angles = _angles(ts), model.angles_deg
+    ts_angles, model_angles = tilt_angles(ts), model.angles_deg
     if ts_angles is not None and model_angles is not None:
         # curves are the model's per-angle values: tilt i gets the curve at its own angle
         pick = match_tilts(ts_angles, np.asarray(model_angles, np.float64),
@@ -678,14 +343,14 @@ def add_noise(
         raise InputError(f"noise model: fitted std of tilt {bad} is {curves['std'][bad]:.4g} <= 0 (try a lower order)")
 
     data = ts.data
-    p_mean, p_std = _tilt_mean_std(_row_moments(data), what)
+    p_mean, p_std = tilt_mean_std(row_moments(data), what)
     kw = {"seed": seed, "tomo": tomo, "r": curves["r"], "sigma": curves["sigma"], "k": k}
     token = da.core.tokenize(data.name, seed, tomo, k, curves)
     x_rows = da.map_blocks(
         _x_row_moments_block, data, p_mean, p_std, **kw,
         chunks=(data.chunks[0], data.chunks[1], (3,)), dtype=np.float64, name=f"noise-x-moments-{token}",
     )
-    x_mean, x_std = _tilt_mean_std(x_rows, f"{what} (noise mixture)")
+    x_mean, x_std = tilt_mean_std(x_rows, f"{what} (noise mixture)")
     out = da.map_blocks(
         _apply_block, data, p_mean, p_std, x_mean, x_std, **kw,
         mean=curves["mean"], std=curves["std"],
@@ -703,39 +368,75 @@ def add_noise(
 
 
 def add_noise_modality(
-    ts: xr.DataArray, model: NoiseModel, modality: str, seed: int, *, tomo: int = 0,
-    match_angles: str = "exact", match_option: str = "match_angles='nearest'",
+    ts: xr.DataArray,
+    model: NoiseModel,
+    modality: str,
+    seed: int,
+    *,
+    tomo: int = 0,
+    params: NoiseParams | None = None,
+    match_angles: str = "exact",
+    match_option: str = "match_angles='nearest'",
 ) -> xr.DataArray:
-    """One of FakET's modalities: ``"noisy"``, ``"content"`` or ``"baseline"`` (METHOD §3).
+    """One of FakET's modalities, ``"noisy"``, ``"content"`` or ``"baseline"`` (``docs/method.md §3``).
 
-    Uses :data:`faket_dask.kernels.noise.MODALITIES` for the curves' order and the noise scale
-    (NOISY: order 2, 1; CONTENT: order 2, 0.25; BASELINE: order 0, 1); the model is refitted
-    at that order from its raw curves when needed.
+    The one place a modality is made from its ``(order, scale)``: :func:`add_noise` with the
+    model refitted at the modality's curve order (from its raw curves, when needed) and its
+    noise scale. ``faket-dask noise apply`` and the pipeline both call it.
+
+    Parameters
+    ----------
+    ts : DataArray, dims (tilt, y, x)
+        Noiseless projections P (see :func:`add_noise`).
+    model : NoiseModel
+        The noise model (any stored order; refitted as needed).
+    modality : {"noisy", "content", "baseline"}
+        Which modality.
+    seed : int
+        Seed of the noise field, in [0, 2³²); the three modalities of a tomogram share it.
+    tomo : int, keyword
+        Tomogram index, the field's second key.
+    params : NoiseParams, optional
+        Orders and scales of the modalities (the config's ``noise`` section, or the options of
+        ``noise apply``). Default: the paper's, :data:`faket_dask.params.MODALITIES` (NOISY:
+        order 2, scale 1; CONTENT: order 2, scale 0.25; BASELINE: order 0, scale 1).
+    match_angles, match_option : str
+        As in :func:`add_noise`.
 
     Returns
     -------
-    DataArray, float32 (T, Y, X), lazy, named after the modality.
+    DataArray, float32 (T, Y, X)
+        Lazy, named after the modality; attrs as :func:`add_noise` plus ``noise_modality``.
+
+    Raises
+    ------
+    InputError
+        Unknown modality, or anything :func:`add_noise` refuses.
     """
-    spec = nz.MODALITIES.get(modality)
-    if spec is None:
-        raise InputError(f"unknown noise modality '{modality}' (choose from {', '.join(nz.MODALITIES)})")
-    out = add_noise(ts, model.with_order(spec.order), seed, spec.k, tomo=tomo, name=modality,
+    spec = (params if params is not None else NoiseParams()).modality(modality)
+    out = add_noise(ts, model.with_order(spec.order), seed, spec.scale, tomo=tomo, name=modality,
                     match_angles=match_angles, match_option=match_option)
     out.attrs["noise_modality"] = modality
     return out
 
 
 def modality_specs(names: str | Sequence[str]) -> list[str]:
-    """Parse ``"noisy,content"`` (or a list) into validated modality names, order kept."""
+    """Parse ``"noisy,content"`` (or a list) into validated modality names, order kept.
+
+    Raises
+    ------
+    InputError
+        An unknown name, or none given (the message lists :data:`faket_dask.params.MODALITY_NAMES`).
+    """
     items = names.split(",") if isinstance(names, str) else list(names)
     out: list[str] = []
     for n in (i.strip().lower() for i in items):
         if not n:
             continue
-        if n not in nz.MODALITIES:
-            raise InputError(f"unknown noise modality '{n}' (choose from {', '.join(nz.MODALITIES)})")
+        if n not in MODALITY_NAMES:
+            raise InputError(f"unknown noise modality '{n}' (choose from {', '.join(MODALITY_NAMES)})")
         if n not in out:
             out.append(n)
     if not out:
-        raise InputError(f"no noise modality given (choose from {', '.join(nz.MODALITIES)})")
+        raise InputError(f"no noise modality given (choose from {', '.join(MODALITY_NAMES)})")
     return out

@@ -18,6 +18,7 @@ from ._common import gpu_annotation, resolve_device, y_slabs
 
 
 def _project_block(block: np.ndarray, angles: np.ndarray, device: str) -> np.ndarray:
+    """One y-slab ``(Z, cy, X)`` -> its projections ``(T, cy, X)`` float32."""
     from ..cluster import set_torch_threads
     from ..kernels.projection import project_slab
 
@@ -33,7 +34,7 @@ def project(
     device: str | None = "cpu",
     task_bytes: int = chunking.DEFAULT_TASK_BYTES,
 ) -> xr.DataArray:
-    """Noiseless tilt-series of a volume (METHOD.md §1), lazily.
+    """Noiseless tilt-series of a volume (``docs/method.md §1``), lazily.
 
     Parameters
     ----------
@@ -47,13 +48,19 @@ def project(
         ``"cpu"`` (default), ``"cuda"``, or ``None``/``"auto"`` for a GPU when present. CUDA
         tasks carry the worker resource ``GPU=1``.
     task_bytes : int
-        Memory budget of one slab task (bytes).
+        Memory budget of one slab task (bytes; default
+        :data:`faket_dask.params.TASK_MEMORY_MiB` MiB).
 
     Returns
     -------
     xarray.DataArray, dims (tilt, y, x), float32
         ``-radon`` of every (z, x) plane, detector cropped to X; chunks ``(1, cy, X)``; same
         ``y``/``x`` coordinates and pixel size as the volume. Identical for any ``cy``.
+
+    Raises
+    ------
+    InputError
+        Not a (z, y, x) volume, or no finite angle.
     """
     if datamodel.kind_of(volume) != "volume":
         raise InputError(f"project: expected a volume with dims (z, y, x), got {volume.dims}")

@@ -1,4 +1,4 @@
-"""Reconstruction stage: tilt-series ``(tilt, y, x)`` → tomogram ``(z, y, x)`` (METHOD.md §5).
+"""Reconstruction stage: tilt-series ``(tilt, y, x)`` → tomogram ``(z, y, x)`` (``docs/method.md §5``).
 
 Two phases, each with bounded memory:
 
@@ -11,6 +11,7 @@ Two phases, each with bounded memory:
 The scratch array is the out-of-core transposition from tilts to slabs: going through dask's
 in-memory rechunk instead would hold the whole binned stack across the workers. Phase 2 tasks
 depend on all of phase 1 (a barrier), so they only start once the scratch array is complete.
+Filter names and defaults: :mod:`faket_dask.params.reconstruction`.
 """
 from __future__ import annotations
 
@@ -25,14 +26,14 @@ import zarr
 
 from .. import chunking, datamodel
 from ..errors import InputError
+from ..params import FILTER_NAMES, RECONSTRUCTION_BINNING, RECONSTRUCTION_FILTER
 from ._common import gpu_annotation, resolve_device
-
-FILTERS = ("approx_shrec", "ramp", "none")
 
 
 def _bin_filter_block(
     block: np.ndarray, binning: int, filter_name: str, crowther: float | None
 ) -> np.ndarray:
+    """Whole tilts ``(1, Y, X)`` -> binned and Fourier-filtered ``(1, Y', X')`` float32."""
     from ..cluster import set_torch_threads
     from ..kernels.filters import apply_fourier_filter, bin_tilts, make_filter
 
@@ -43,16 +44,40 @@ def _bin_filter_block(
 
 
 def filter_tilts(
-    ts: xr.DataArray, *, binning: int = 2, filter: str = "approx_shrec", crowther: float | None = None
+    ts: xr.DataArray,
+    *,
+    binning: int = RECONSTRUCTION_BINNING,
+    filter: str = RECONSTRUCTION_FILTER,
+    crowther: float | None = None,
 ) -> xr.DataArray:
     """Bin (cubic spline, as scipy.ndimage.zoom) and Fourier-filter every tilt, lazily.
 
-    Returns a ``(tilt, y', x')`` float32 tilt-series with whole-tilt chunks ``(1, Y', X')``.
+    Parameters
+    ----------
+    ts : xarray.DataArray, dims (tilt, y, x)
+        Tilt-series (any real dtype; filtered as float32).
+    binning : int
+        Binning factor b >= 1 in y and x.
+    filter : {"approx_shrec", "ramp", "none"}
+        One of :data:`faket_dask.params.FILTER_NAMES`.
+    crowther : float, optional
+        approxShrec's Crowther frequency, a fraction of Nyquist in (0, 1] (default
+        :data:`faket_dask.params.CROWTHER`).
+
+    Returns
+    -------
+    xarray.DataArray, dims (tilt, y, x), float32
+        Whole-tilt chunks ``(1, Y', X')``, pixel size ``b ×`` the input's.
+
+    Raises
+    ------
+    InputError
+        Unknown filter, binning < 1, or a Crowther fraction outside (0, 1].
     """
     from ..kernels.filters import binned_shape
 
-    if filter not in FILTERS:
-        raise InputError(f"unknown filter '{filter}' (choose {', '.join(FILTERS)})")
+    if filter not in FILTER_NAMES:
+        raise InputError(f"unknown filter '{filter}' (choose {', '.join(FILTER_NAMES)})")
     if binning < 1:
         raise InputError(f"binning must be ≥ 1, got {binning}")
     if crowther is not None and not 0 < crowther <= 1:
@@ -69,6 +94,7 @@ def filter_tilts(
 
 
 def _all_written(_results: list) -> bool:
+    """The barrier task: runs once every phase-1 store task has (their results are None)."""
     return True
 
 
@@ -76,6 +102,7 @@ def _backproject_block(
     template: np.ndarray, _barrier: object, scratch: str, angles: np.ndarray, nz: int,
     device: str, block_info: dict | None = None,
 ) -> np.ndarray:
+    """Phase 2 of one slab: read ``(T, cy', X')`` from the scratch array, back-project it."""
     from ..cluster import set_torch_threads
     from ..kernels.backprojection import backproject_slab
 
@@ -88,8 +115,8 @@ def _backproject_block(
 def reconstruct(
     ts: xr.DataArray,
     *,
-    binning: int = 2,
-    filter: str = "approx_shrec",
+    binning: int = RECONSTRUCTION_BINNING,
+    filter: str = RECONSTRUCTION_FILTER,
     crowther: float | None = None,
     z_valid: tuple[float, float] | None = None,
     thickness: int | None = None,
@@ -98,20 +125,22 @@ def reconstruct(
     scratch_dir: str | Path | None = None,
     task_bytes: int = chunking.DEFAULT_TASK_BYTES,
 ) -> xr.DataArray:
-    """Reconstruct a tomogram from a tilt-series, lazily (METHOD.md §5).
+    """Reconstruct a tomogram from a tilt-series, lazily (``docs/method.md §5``).
 
     Parameters
     ----------
     ts : xarray.DataArray, dims (tilt, y, x)
         Projections (any modality); angles from its ``tilt`` coordinate (degrees).
     binning : int
-        Binning factor b in y and x (cubic spline, as the paper: 2).
+        Binning factor b in y and x (cubic spline; the paper's is
+        :data:`faket_dask.params.RECONSTRUCTION_BINNING`, 2).
     filter : {"approx_shrec", "ramp", "none"}
-        2D Fourier filter before back-projection.
+        2D Fourier filter before back-projection (:data:`faket_dask.params.FILTER_NAMES`).
     crowther : float, optional
-        approxShrec's Crowther frequency as a fraction of Nyquist (default 0.61, SHREC).
+        approxShrec's Crowther frequency as a fraction of Nyquist (default
+        :data:`faket_dask.params.CROWTHER`, SHREC's 0.61).
     z_valid : (float, float), optional
-        Keep this relative z-range (SHREC: 0.32226, 0.67382).
+        Keep this relative z-range (SHREC's: :data:`faket_dask.params.SHREC_Z_VALID`).
     thickness : int, optional
         Slices Z' before ``z_valid`` (default X' = binned width, as the original).
     cy : int, optional
@@ -122,12 +151,18 @@ def reconstruct(
         Where the filtered tilts are staged between the two phases (default: a temporary
         directory; on a multi-node cluster it must be on a shared file system).
     task_bytes : int
-        Memory budget of one slab task (bytes).
+        Memory budget of one slab task (bytes; default
+        :data:`faket_dask.params.TASK_MEMORY_MiB` MiB).
 
     Returns
     -------
     xarray.DataArray, dims (z, y, x), float32
         Chunks ``(cz, cy', X')``, pixel size ``b ×`` the input's.
+
+    Raises
+    ------
+    InputError
+        Not a tilt-series, a bad ``z_valid``, or anything :func:`filter_tilts` refuses.
     """
     if datamodel.kind_of(ts) != "tiltseries":
         raise InputError(f"reconstruct: expected a tilt-series (tilt, y, x), got {ts.dims}")

@@ -1,4 +1,8 @@
-"""Tests of faket_dask.kernels.noise: estimation (METHOD §2), noise field, injection (§3)."""
+"""Tests of the noise kernels (docs/method.md §2 and §3): the per-tilt statistics
+(``kernels.noise_moments``), the noise curves and the injection (``kernels.noise``), the noise
+field (``kernels.noise_rng``) and the modality table (``params``).
+
+The noise kernels are pure numpy (no device argument), so these tests run on the CPU only."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +13,9 @@ from scipy import ndimage, stats
 
 from faket_dask.errors import InputError
 from faket_dask.kernels import noise as nz
+from faket_dask.kernels import noise_moments as nm
+from faket_dask.kernels import noise_rng
+from faket_dask.params import MODALITIES, Modality
 
 GOLDEN_KEYS = {  # our curve key -> golden suffix
     "r": "rs",
@@ -55,16 +62,16 @@ def _chunked_add_noise(
     tilts = list(range(t))
     chunks = _split_rows(ny, cuts)
     # pass 0: statistics of P
-    p_rows = np.concatenate([nz.row_moments(p[:, a:b]) for a, b in chunks], axis=1)
-    p_mean, p_std = nz.mean_std(nz.reduce_rows(p_rows))
+    p_rows = np.concatenate([nm.row_moments(p[:, a:b]) for a, b in chunks], axis=1)
+    p_mean, p_std = nm.mean_std(nm.reduce_rows(p_rows))
 
     def x_of(a: int, b: int) -> np.ndarray:
-        z = nz.normal_block(seed, tomo, tilts, a, b, nx)
+        z = noise_rng.normal_block(seed, tomo, tilts, a, b, nx)
         return nz.mix(p[:, a:b], p_mean, p_std, z, curves["r"], curves["sigma"], k)
 
     # pass A: statistics of x; rows concatenated in reverse order on purpose (order-free)
-    x_rows = np.concatenate([nz.row_moments(x_of(a, b)) for a, b in chunks[::-1]], axis=1)
-    x_mean, x_std = nz.mean_std(nz.reduce_rows(x_rows))
+    x_rows = np.concatenate([nm.row_moments(x_of(a, b)) for a, b in chunks[::-1]], axis=1)
+    x_mean, x_std = nm.mean_std(nm.reduce_rows(x_rows))
     # pass B: apply
     return np.concatenate(
         [nz.rescale(x_of(a, b), x_mean, x_std, curves["mean"], curves["std"]) for a, b in chunks],
@@ -162,15 +169,15 @@ def test_reduce_rows_is_chunking_and_order_invariant():
     rng = np.random.default_rng(2)
     m = rng.normal(5, 2, (3, 37, 29)).astype(np.float32)
     c = rng.normal(-1, 3, (3, 37, 29)).astype(np.float32)
-    whole = nz.reduce_rows(nz.row_paired_moments(m, c))
+    whole = nm.reduce_rows(nm.row_paired_moments(m, c))
     for cuts in ([1], [5, 6, 30], [10, 20]):
-        rows = [nz.row_paired_moments(m[:, a:b], c[:, a:b]) for a, b in _split_rows(37, cuts)]
-        assert np.array_equal(nz.reduce_rows(np.concatenate(rows, axis=1)), whole)
-        assert np.array_equal(nz.reduce_rows(np.concatenate(rows[::-1], axis=1)), whole)
+        rows = [nm.row_paired_moments(m[:, a:b], c[:, a:b]) for a, b in _split_rows(37, cuts)]
+        assert np.array_equal(nm.reduce_rows(np.concatenate(rows, axis=1)), whole)
+        assert np.array_equal(nm.reduce_rows(np.concatenate(rows[::-1], axis=1)), whole)
     # non-contiguous input gives the same bits
-    assert np.array_equal(nz.row_moments(m[:, ::-1])[:, ::-1], nz.row_moments(m))
-    single = nz.moments(m)
-    mean, std = nz.mean_std(single)
+    assert np.array_equal(nm.row_moments(m[:, ::-1])[:, ::-1], nm.row_moments(m))
+    single = nm.moments(m)
+    mean, std = nm.mean_std(single)
     np.testing.assert_allclose(mean, m.astype(np.float64).mean((1, 2)), rtol=1e-13)
     np.testing.assert_allclose(std, m.astype(np.float64).std((1, 2)), rtol=1e-12)
 
@@ -179,12 +186,12 @@ def test_merge_moments_matches_whole():
     rng = np.random.default_rng(3)
     m = rng.normal(100, 2, (2, 20, 16))
     c = rng.normal(0, 1, (2, 20, 16))
-    merged = nz.merge_moments(
-        nz.paired_moments(m[:, :7], c[:, :7]), nz.paired_moments(m[:, 7:], c[:, 7:])
+    merged = nm.merge_moments(
+        nm.paired_moments(m[:, :7], c[:, :7]), nm.paired_moments(m[:, 7:], c[:, 7:])
     )
-    np.testing.assert_allclose(merged, nz.paired_moments(m, c), rtol=1e-12)
-    merged1 = nz.merge_moments(nz.moments(m[:, :3]), nz.moments(m[:, 3:]))
-    np.testing.assert_allclose(merged1, nz.moments(m), rtol=1e-12)
+    np.testing.assert_allclose(merged, nm.paired_moments(m, c), rtol=1e-12)
+    merged1 = nm.merge_moments(nm.moments(m[:, :3]), nm.moments(m[:, 3:]))
+    np.testing.assert_allclose(merged1, nm.moments(m), rtol=1e-12)
 
 
 def test_constant_tilt_gives_no_correlation_and_no_warning():
@@ -198,9 +205,9 @@ def test_constant_tilt_gives_no_correlation_and_no_warning():
 
 def test_shape_errors():
     with pytest.raises(InputError):
-        nz.row_paired_moments(np.zeros((2, 3, 4)), np.zeros((2, 3, 5)))
+        nm.row_paired_moments(np.zeros((2, 3, 4)), np.zeros((2, 3, 5)))
     with pytest.raises(InputError):
-        nz.row_moments(np.zeros((3, 4)))
+        nm.row_moments(np.zeros((3, 4)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -248,8 +255,8 @@ def test_recovers_known_r_and_sigma(seed, rho, a, b):
 @given(cuts=st.lists(st.integers(1, 31), max_size=6), seed=st.integers(0, 1000))
 def test_curves_invariant_to_row_chunking(cuts, seed):
     m, c = _synthetic_pair(seed, 0.4, 2.0, 5.0, shape=(2, 32, 12))
-    rows = [nz.row_paired_moments(m[:, a:b], c[:, a:b]) for a, b in _split_rows(32, cuts)]
-    got = nz.curves_from_moments(nz.reduce_rows(np.concatenate(rows, axis=1)))
+    rows = [nm.row_paired_moments(m[:, a:b], c[:, a:b]) for a, b in _split_rows(32, cuts)]
+    got = nz.curves_from_moments(nm.reduce_rows(np.concatenate(rows, axis=1)))
     want = nz.curves_from_arrays(m, c)
     for key in nz.CURVE_KEYS:
         assert np.array_equal(got[key], want[key])
@@ -272,33 +279,33 @@ KAT = [  # Random123 known-answer tests for philox4x32_10: counter, key, expecte
 
 @pytest.mark.parametrize(("counter", "key", "expected"), KAT)
 def test_philox_known_answers(counter, key, expected):
-    out = nz.philox4x32_10(counter, key)
+    out = noise_rng.philox4x32_10(counter, key)
     assert tuple(int(w) for w in out) == expected
     # vectorised: the same counter inside an array of others
     c = [np.array([1, v, 7], dtype=np.uint64) for v in counter]
-    out = nz.philox4x32_10(c, key)
+    out = noise_rng.philox4x32_10(c, key)
     assert tuple(int(w[1]) for w in out) == expected
 
 
 def test_normal_field_chunk_invariance():
     seed, tomo, tilt, ny, nx = 7, 3, 11, 67, 50
-    whole = nz.normal_field(seed, tomo, tilt, 0, ny, nx)
+    whole = noise_rng.normal_field(seed, tomo, tilt, 0, ny, nx)
     assert whole.dtype == np.float32 and whole.shape == (ny, nx)
     for cuts in ([1, 2, 40], [33]):
-        parts = [nz.normal_field(seed, tomo, tilt, a, b, nx) for a, b in _split_rows(ny, cuts)]
+        parts = [noise_rng.normal_field(seed, tomo, tilt, a, b, nx) for a, b in _split_rows(ny, cuts)]
         assert np.array_equal(np.concatenate(parts), whole)
     # columns and tilts can be cut too
-    assert np.array_equal(nz.normal_field(seed, tomo, tilt, 5, 9, 13, x0=3), whole[5:9, 3:16])
-    block = nz.normal_block(seed, tomo, [tilt - 1, tilt], 10, 20, nx)
+    assert np.array_equal(noise_rng.normal_field(seed, tomo, tilt, 5, 9, 13, x0=3), whole[5:9, 3:16])
+    block = noise_rng.normal_block(seed, tomo, [tilt - 1, tilt], 10, 20, nx)
     assert np.array_equal(block[1], whole[10:20])
-    assert np.array_equal(block[0], nz.normal_field(seed, tomo, tilt - 1, 10, 20, nx))
+    assert np.array_equal(block[0], noise_rng.normal_field(seed, tomo, tilt - 1, 10, 20, nx))
     # a pure function: call again, same bits
-    assert np.array_equal(nz.normal_field(seed, tomo, tilt, 0, ny, nx), whole)
+    assert np.array_equal(noise_rng.normal_field(seed, tomo, tilt, 0, ny, nx), whole)
 
 
 def test_normal_field_statistics():
     t, ny, nx = 4, 128, 256
-    z = nz.normal_block(12345, 0, range(t), 0, ny, nx).astype(np.float64)
+    z = noise_rng.normal_block(12345, 0, range(t), 0, ny, nx).astype(np.float64)
     n = z.size
     assert abs(z.mean()) < 5 / np.sqrt(n)
     assert abs(z.std() - 1) < 5 * np.sqrt(0.5 / n)
@@ -315,9 +322,9 @@ def test_normal_field_statistics():
     assert abs(corr(z[:, 1:], z[:, :-1])) < lim  # y neighbours
     assert abs(corr(z[1:], z[:-1])) < lim  # tilt neighbours
     others = {
-        "seed": nz.normal_block(12346, 0, range(t), 0, ny, nx),
-        "tomo": nz.normal_block(12345, 1, range(t), 0, ny, nx),
-        "stream": nz.normal_block(12345, 0, range(t), 0, ny, nx, stream=1),
+        "seed": noise_rng.normal_block(12346, 0, range(t), 0, ny, nx),
+        "tomo": noise_rng.normal_block(12345, 1, range(t), 0, ny, nx),
+        "stream": noise_rng.normal_block(12345, 0, range(t), 0, ny, nx, stream=1),
     }
     for name, other in others.items():
         assert abs(corr(z, other)) < lim, name
@@ -325,11 +332,11 @@ def test_normal_field_statistics():
 
 def test_normal_field_rejects_bad_arguments():
     with pytest.raises(InputError):
-        nz.normal_field(-1, 0, 0, 0, 4, 4)
+        noise_rng.normal_field(-1, 0, 0, 0, 4, 4)
     with pytest.raises(InputError):
-        nz.normal_field(0, 2**32, 0, 0, 4, 4)
+        noise_rng.normal_field(0, 2**32, 0, 0, 4, 4)
     with pytest.raises(InputError):
-        nz.normal_field(0, 0, 0, 5, 4, 4)
+        noise_rng.normal_field(0, 0, 0, 5, 4, 4)
 
 
 # ------------------------------------------------------------------------------------------
@@ -350,9 +357,9 @@ def injection_case(raw):
 @pytest.mark.parametrize("name", ["noisy", "content", "baseline"])
 def test_chunked_two_pass_equals_reference(injection_case, name):
     p, curves = injection_case
-    k = nz.MODALITIES[name].k
+    k = MODALITIES[name].scale
     seed, tomo = 42, 1
-    z = nz.normal_block(seed, tomo, range(p.shape[0]), 0, p.shape[1], p.shape[2])
+    z = noise_rng.normal_block(seed, tomo, range(p.shape[0]), 0, p.shape[1], p.shape[2])
     want = nz.add_noise_reference(
         p, curves["r"], curves["sigma"], curves["mean"], curves["std"], z, k
     )
@@ -380,26 +387,27 @@ def test_chunked_injection_bit_identical_for_any_split(injection_case, cuts):
 def test_content_noise_is_quarter_of_noisy(injection_case):
     p, curves = injection_case
     t, ny, nx = p.shape
-    pm, ps = nz.mean_std(nz.moments(p))
-    z = nz.normal_block(9, 2, range(t), 0, ny, nx)
+    pm, ps = nm.mean_std(nm.moments(p))
+    z = noise_rng.normal_block(9, 2, range(t), 0, ny, nx)
     mix = lambda k: nz.mix(p, pm, ps, z, curves["r"], curves["sigma"], k)  # noqa: E731
     signal = mix(0.0)
-    noisy = mix(nz.MODALITIES["noisy"].k) - signal
-    content = mix(nz.MODALITIES["content"].k) - signal
+    noisy = mix(MODALITIES["noisy"].scale) - signal
+    content = mix(MODALITIES["content"].scale) - signal
     np.testing.assert_allclose(content, 0.25 * noisy, rtol=0, atol=1e-12 * np.abs(signal).max())
     np.testing.assert_allclose(noisy, z * curves["sigma"][:, None, None], rtol=1e-12, atol=1e-12)
 
 
 def test_modalities():
-    assert nz.MODALITIES["noisy"] == nz.Modality(order=2, k=1.0)
-    assert nz.MODALITIES["content"] == nz.Modality(order=2, k=0.25)
-    assert nz.MODALITIES["baseline"] == nz.Modality(order=0, k=1.0)
+    assert list(MODALITIES) == ["noisy", "content", "baseline"]
+    assert MODALITIES["noisy"] == Modality(order=2, scale=1.0)
+    assert MODALITIES["content"] == Modality(order=2, scale=0.25)
+    assert MODALITIES["baseline"] == Modality(order=0, scale=1.0)
 
 
 def test_rescale_large_offset_targets():
     rng = np.random.default_rng(6)
     x = rng.normal(3, 2, (2, 16, 16))
-    xm, xs = nz.mean_std(nz.moments(x))
+    xm, xs = nm.mean_std(nm.moments(x))
     out = nz.rescale(x, xm, xs, np.array([1e3, -50.0]), np.array([0.5, 4.0]))
     np.testing.assert_allclose(out.astype(np.float64).mean((1, 2)), [1e3, -50.0], rtol=1e-6)
     np.testing.assert_allclose(out.astype(np.float64).std((1, 2)), [0.5, 4.0], rtol=1e-4)

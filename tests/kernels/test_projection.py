@@ -1,19 +1,27 @@
-"""Tests of the projection kernel (METHOD.md §1) against the golden file and scikit-image."""
+"""Tests of the projection kernel (docs/method.md §1) against the golden file and scikit-image.
+
+Tests whose kernel takes a device run on every device here (:data:`DEVICES`); the property
+tests and the CPU block-width test run on the CPU.
+"""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faket_dask.kernels.projection import (
     clear_operator_cache,
+    column_block_width,
     detector_size,
     project_slab,
     radon_skimage_reference,
 )
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 ASYMMETRIC = [-47.5, -3.0, 0.0, 12.0, 58.25]
 # Unsorted, beyond ±90°, exact multiples of 45° (rays parallel to axes and diagonals) included.
@@ -33,9 +41,10 @@ def smooth_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     return vol.astype(np.float32)
 
 
-def test_golden_radon(golden):
+@pytest.mark.parametrize("device", DEVICES)
+def test_golden_radon(golden, device):
     g = golden("radon")
-    got = project_slab(g["volume_zyx"], g["theta_deg"])
+    got = project_slab(g["volume_zyx"], g["theta_deg"], device=device)
     assert got.shape == g["projections"].shape == (61, 64, 64)
     assert got.dtype == np.float32
     # Measured: 8.3e-7 (float32 rounding of weights and sums; the formula itself gives 8.2e-7).
@@ -53,16 +62,18 @@ def test_golden_radon(golden):
         ((1, 2, 9), AWKWARD),  # degenerate thickness
     ],
 )
-def test_against_skimage_reference(shape, angles):
+@pytest.mark.parametrize("device", DEVICES)
+def test_against_skimage_reference(shape, angles, device):
     vol = smooth_volume(shape)
-    got = project_slab(vol, angles)
+    got = project_slab(vol, angles, device=device)
     ref = radon_skimage_reference(vol, angles)
     assert got.shape == ref.shape == (len(angles), shape[1], shape[2])
     # Measured: 2.0e-7 … 2.9e-7 for these cases.
     assert rel_l2(got, ref) < 1e-5
 
 
-def test_explicit_formula_small():
+@pytest.mark.parametrize("device", DEVICES)
+def test_explicit_formula_small(device):
     """The §1 formula written out loop by loop in float64, on a tiny non-cubic case."""
     nz, cy, nx = 7, 2, 10
     vol = smooth_volume((nz, cy, nx), seed=3).astype(np.float64)
@@ -89,16 +100,17 @@ def test_explicit_formula_small():
                       nx // 2 + u * math.cos(th) + t * math.sin(th))
                     for t in range(-(d // 2), d - d // 2)
                 )
-    got = project_slab(vol.astype(np.float32), angles)
+    got = project_slab(vol.astype(np.float32), angles, device=device)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
     ("shape", "angles"), [((40, 23, 52), AWKWARD), ((64, 30, 48), ASYMMETRIC)]
 )
-def test_bit_identical_across_y_splits(shape, angles):
+@pytest.mark.parametrize("device", DEVICES)
+def test_bit_identical_across_y_splits(shape, angles, device):
     vol = smooth_volume(shape, seed=1)
-    whole = project_slab(vol, angles)
+    whole = project_slab(vol, angles, device=device)
     cy = shape[1]
     splits = [
         [1] * cy,
@@ -109,50 +121,47 @@ def test_bit_identical_across_y_splits(shape, angles):
     ]
     for sizes in splits:
         edges = np.cumsum([0, *sizes])
-        parts = [project_slab(vol[:, a:b], angles) for a, b in zip(edges[:-1], edges[1:])]
+        parts = [project_slab(vol[:, a:b], angles, device=device) for a, b in zip(edges[:-1], edges[1:])]
         assert np.array_equal(np.concatenate(parts, axis=1), whole), sizes
     # Neither the operator cache nor the tilt batching changes a single bit.
     clear_operator_cache()
-    assert np.array_equal(project_slab(vol, angles, cache=False, max_batch_elems=5000), whole)
+    assert np.array_equal(project_slab(vol, angles, cache=False, max_batch_elems=5000, device=device), whole)
     # Unsorted / repeated angles: each tilt's result does not depend on the others.
-    single = np.concatenate([project_slab(vol, [a]) for a in angles], axis=0)
+    single = np.concatenate([project_slab(vol, [a], device=device) for a in angles], axis=0)
     assert np.array_equal(single, whole)
 
 
-def test_cpu_column_blocks(monkeypatch):
+def test_cpu_column_blocks():
     """The block width is fixed, so any y-split gives the same bits at either width; blocks of
     16 columns agree with the default 32 to float32 rounding. (Bit-identity across *widths*
     was asserted once but does not hold with torch 2.14.1's CSR × dense kernel on this CPU,
     whose rounding depends on the dense width; chunk invariance only needs a fixed width.)"""
-    from faket_dask.kernels import projection
-
     vol = smooth_volume((24, 40, 20), seed=2)
     splits = ((0, 5), (5, 19), (19, 40))
-    assert projection.column_block_width(24, 20) == 32
+    assert column_block_width(24, 20) == 32
     whole = project_slab(vol, AWKWARD)  # blocks 32 + 8 (padded to 32)
     parts = [project_slab(vol[:, a:b], AWKWARD) for a, b in splits]
     assert np.array_equal(np.concatenate(parts, axis=1), whole)
-    monkeypatch.setattr(projection, "_CPU_BLOCK_WIDTH", 16)
-    assert projection.column_block_width(24, 20) == 16
-    narrow = project_slab(vol, AWKWARD)  # blocks 16 + 16 + 8 (padded)
+    assert np.array_equal(project_slab(vol, AWKWARD, block_width=32), whole)
+    narrow = project_slab(vol, AWKWARD, block_width=16)  # blocks 16 + 16 + 8 (padded)
     np.testing.assert_allclose(narrow, whole, rtol=0, atol=2e-6 * np.abs(whole).max())
-    parts = [project_slab(vol[:, a:b], AWKWARD) for a, b in splits]
+    parts = [project_slab(vol[:, a:b], AWKWARD, block_width=16) for a, b in splits]
     assert np.array_equal(np.concatenate(parts, axis=1), narrow)
+    with pytest.raises(ValueError, match="block_width"):
+        project_slab(vol, AWKWARD, block_width=0)
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu_and_is_split_invariant():
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_matches_cpu_and_is_split_invariant(device):
     vol = smooth_volume((48, 70, 40), seed=4)
     cpu = project_slab(vol, AWKWARD)
-    gpu = project_slab(vol, AWKWARD, device="cuda")
-    assert rel_l2(gpu, cpu) < 1e-5
-    parts = [project_slab(vol[:, a:b], AWKWARD, device="cuda") for a, b in ((0, 9), (9, 70))]
-    assert np.array_equal(np.concatenate(parts, axis=1), gpu)
+    got = project_slab(vol, AWKWARD, device=device)
+    assert rel_l2(got, cpu) < 1e-5
+    parts = [project_slab(vol[:, a:b], AWKWARD, device=device) for a, b in ((0, 9), (9, 70))]
+    assert np.array_equal(np.concatenate(parts, axis=1), got)
 
 
 def test_inputs_and_edge_cases():
-    import torch
-
     vol = smooth_volume((12, 3, 10))
     expected = project_slab(vol, ASYMMETRIC)
     assert np.array_equal(project_slab(torch.from_numpy(vol), ASYMMETRIC), expected)

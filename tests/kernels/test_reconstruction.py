@@ -1,4 +1,8 @@
-"""Reconstruction kernels (METHOD §5): filters, binning, back-projection, whole recipe.
+"""Reconstruction kernels (docs/method.md §5): filters, binning, back-projection, whole recipe.
+
+Tests whose kernel takes a device (or a tensor on one) run on every device here
+(:data:`DEVICES`); bit-identity across slab splits is the CPU's guarantee (see
+``kernels/backprojection.py``) and is tested there.
 
 Figures measured when these tests were written (CPU, torch 2.14, float32 accumulation):
 
@@ -17,9 +21,7 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from faket_dask.kernels import backprojection as bp
 from faket_dask.kernels.backprojection import (
-    SHREC_Z_VALID,
     backproject_slab,
     crop_z,
     reconstruct_reference,
@@ -33,7 +35,9 @@ from faket_dask.kernels.filters import (
     make_filter,
     ramp_filter,
 )
+from faket_dask.params import FILTER_NAMES, SHREC_Z_VALID
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ANGLES = np.arange(-60.0, 61.0, 2.0)  # the SHREC tilt scheme, 61 tilts
 
 
@@ -67,11 +71,13 @@ def test_ramp_and_named_filters():
     np.testing.assert_array_equal(r[0], r[5])  # same ramp on every row
     assert make_filter("none", 6, 8) is None
     np.testing.assert_array_equal(make_filter("approx_shrec", 6, 8), approx_shrec_filter(6, 8))
+    assert FILTER_NAMES == ("approx_shrec", "ramp", "none")
     with pytest.raises(ValueError, match="unknown filter"):
         make_filter("hann", 6, 8)
 
 
-def test_apply_fourier_filter_matches_complex_fft():
+@pytest.mark.parametrize("device", DEVICES)
+def test_apply_fourier_filter_matches_complex_fft(device):
     rng = np.random.default_rng(0)
     ts = rng.standard_normal((3, 48, 64)).astype(np.float32)
     filt = approx_shrec_filter(48, 64)  # not symmetric: exercises the Hermitian folding
@@ -79,21 +85,25 @@ def test_apply_fourier_filter_matches_complex_fft():
     ours = apply_fourier_filter(ts, filt)
     assert ours.dtype == np.float32 and ours.shape == ts.shape
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
-    # Tensor in, tensor out; no filter = float32 copy.
-    t_out = apply_fourier_filter(torch.from_numpy(ts), filt)
-    assert isinstance(t_out, torch.Tensor)
-    np.testing.assert_array_equal(t_out.numpy(), ours)
+    # Tensor in, tensor out (on its own device); no filter = float32 copy.
+    t_out = apply_fourier_filter(torch.from_numpy(ts).to(device), filt)
+    assert isinstance(t_out, torch.Tensor) and t_out.device.type == device
+    if device == "cpu":
+        np.testing.assert_array_equal(t_out.numpy(), ours)
+    else:  # torch's FFT instead of scipy's: the same tolerance to the reference
+        np.testing.assert_allclose(t_out.cpu().numpy(), ref, rtol=0, atol=1e-6 * np.abs(ref).max())
     np.testing.assert_array_equal(apply_fourier_filter(ts, None), ts)
 
 
 @pytest.mark.parametrize(
     ("shape", "factor"), [((3, 64, 64), 2), ((2, 65, 67), 2), ((2, 48, 64), 3)]
 )
-def test_bin_tilts_equals_scipy_zoom(shape, factor):
+@pytest.mark.parametrize("device", DEVICES)
+def test_bin_tilts_equals_scipy_zoom(shape, factor, device):
     rng = np.random.default_rng(1)
     ts = rng.standard_normal(shape).astype(np.float32)
     ref = np.stack([ndi.zoom(t, 1.0 / factor, order=3) for t in ts])
-    ours = bin_tilts(ts, factor)
+    ours = bin_tilts(ts, factor) if device == "cpu" else bin_tilts(torch.from_numpy(ts).to(device), factor).cpu().numpy()
     assert ours.dtype == np.float32
     assert ours.shape == ref.shape == (shape[0], *binned_shape(shape[1], shape[2], factor))
     # The matrix form is bit-identical to scipy here; allow float32 rounding elsewhere.
@@ -128,11 +138,12 @@ def explicit_backprojection(rows: np.ndarray, angles_deg: np.ndarray, nz: int) -
 
 
 @pytest.mark.parametrize(("n", "nz"), [(16, None), (15, None), (16, 10), (15, 22)])
-def test_backproject_matches_explicit_formula(n, nz):
+@pytest.mark.parametrize("device", DEVICES)
+def test_backproject_matches_explicit_formula(n, nz, device):
     rng = np.random.default_rng(2)
     angles = np.array([-57.0, -31.5, -2.0, 0.0, 13.0, 45.0, 60.0])
     slab = rng.standard_normal((angles.size, 3, n)).astype(np.float32)
-    out = backproject_slab(slab, angles, nz=nz)
+    out = backproject_slab(slab, angles, nz=nz, device=device)
     nz_eff = n if nz is None else nz
     assert out.shape == (nz_eff, 3, n) and out.dtype == np.float32
     for y in range(3):
@@ -140,16 +151,17 @@ def test_backproject_matches_explicit_formula(n, nz):
         np.testing.assert_allclose(out[:, y], ref, rtol=0, atol=2e-6 * np.abs(ref).max())
 
 
-def test_backproject_nz_is_centred():
+@pytest.mark.parametrize("device", DEVICES)
+def test_backproject_nz_is_centred(device):
     rng = np.random.default_rng(3)
     slab = rng.standard_normal((ANGLES.size, 2, 20)).astype(np.float32)
-    full = backproject_slab(slab, ANGLES)
+    full = backproject_slab(slab, ANGLES, device=device)
     # X - nz even: the same sample positions as the centred part of the default volume.
-    np.testing.assert_array_equal(backproject_slab(slab, ANGLES, nz=12), full[4:16])
-    np.testing.assert_array_equal(backproject_slab(slab, ANGLES, nz=26)[3:23], full)
+    np.testing.assert_array_equal(backproject_slab(slab, ANGLES, nz=12, device=device), full[4:16])
+    np.testing.assert_array_equal(backproject_slab(slab, ANGLES, nz=26, device=device)[3:23], full)
 
 
-def test_backproject_bit_identical_for_any_y_split(monkeypatch):
+def test_backproject_bit_identical_for_any_y_split():
     rng = np.random.default_rng(4)
     slab = rng.standard_normal((ANGLES.size, 37, 40)).astype(np.float32)
     whole = backproject_slab(slab, ANGLES)
@@ -160,8 +172,9 @@ def test_backproject_bit_identical_for_any_y_split(monkeypatch):
             y0 += cy
         assert np.array_equal(np.concatenate(parts, axis=1), whole), splits
     # Nor does the z-batching (the memory bound) change a single bit.
-    monkeypatch.setattr(bp, "_TAPS_PER_BATCH", 3 * 40 * ANGLES.size)
-    assert np.array_equal(backproject_slab(slab, ANGLES), whole)
+    assert np.array_equal(backproject_slab(slab, ANGLES, taps_per_batch=3 * 40 * ANGLES.size), whole)
+    with pytest.raises(ValueError, match="taps_per_batch"):
+        backproject_slab(slab, ANGLES, taps_per_batch=0)
 
 
 def test_backproject_tensor_in_tensor_out_and_validation():
@@ -187,11 +200,12 @@ def test_crop_z_rounding():
 # --------------------------------------------------------------------------- whole recipe
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("binning", [1, 2])
-def test_reconstruct_reference_matches_golden(golden, binning):
+def test_reconstruct_reference_matches_golden(golden, binning, device):
     g = golden("reconstruction")
     ref = g[f"reconstruction_bin{binning}"]
-    ours = reconstruct_reference(g["projections"], g["theta_deg"], binning, "approx_shrec")
+    ours = reconstruct_reference(g["projections"], g["theta_deg"], binning, "approx_shrec", device=device)
     assert ours.shape == ref.shape and ours.dtype == np.float32
     r, e = pearson(ours, ref), rel_l2(ours, ref)
     # Measured: Pearson 1 - 2e-14 and relative L2 2.0e-7 (bin1) / 1.9e-7 (bin2).
@@ -200,7 +214,8 @@ def test_reconstruct_reference_matches_golden(golden, binning):
     assert e <= 1e-5
 
 
-def test_round_trip_phantom():
+@pytest.mark.parametrize("device", DEVICES)
+def test_round_trip_phantom(device):
     """Project blobs with the reference convention (METHOD §1), reconstruct, compare.
 
     Projection: skimage ``radon(plane, theta, circle=False)`` of every (z, x) plane, detector
@@ -225,7 +240,7 @@ def test_round_trip_phantom():
         sino = radon(vol[:, y, :], theta=ANGLES, circle=False)  # (D, T)
         off = (sino.shape[0] - n) // 2
         proj[:, y, :] = -sino[off : off + n].T
-    rec = reconstruct_reference(proj, ANGLES, binning=1, filter="ramp")
+    rec = reconstruct_reference(proj, ANGLES, binning=1, filter="ramp", device=device)
     assert rec.shape == vol.shape
     c = slice(n // 4, 3 * n // 4)
     assert pearson(-rec[c, :, c], vol[c, :, c]) >= 0.9

@@ -1,16 +1,8 @@
-"""The Zarr (v3) run store: the only module that knows group names and root attributes.
+"""The Zarr (v3) run store: opening, saving, stage records (group paths: :mod:`.layout`).
 
-Layout (DESIGN.md)::
-
-    run.zarr/  attrs: faket_dask (version, packages), config, stages (status + config hash)
-      tomo_000/specimen      Dataset (z, y, x)
-      tomo_000/particles     Dataset on `particle`
-      tomo_000/tiltseries    Dataset: noiseless, measured, noisy, content, baseline, faket
-      tomo_000/tomogram      Dataset (z, y, x), OME-NGFF multiscales
-      noise_model            Dataset on `tilt`
-      reference/style_000    imported measured tilt-series used as style
-
-A variable is addressed as ``"GROUP/VAR"``, e.g. ``"tomo_000/tiltseries/measured"``.
+The group layout is documented and spelled in :mod:`faket_dask.store.layout` (the only place
+that builds group paths); OME-NGFF images in :mod:`faket_dask.store.ngff`. A variable is
+addressed as ``"GROUP/VAR"``, e.g. ``"tomo_000/tiltseries/measured"``.
 """
 from __future__ import annotations
 
@@ -28,16 +20,16 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from .errors import FaketError, InputError, OutputExistsError
+from ..errors import FaketError, InputError, OutputExistsError
+from .layout import (  # noqa: F401 - re-exported: the store's public path helpers
+    NOISE_MODEL_GROUP, labels_group, labels_particles_group, particles_group, pipeline_stage_key,
+    reference_group, reference_var, specimen_group, style_grams_group, tiltseries_group,
+    tiltseries_var, tomo_group, tomo_name, tomogram_group,
+)
 
 MARKER = "faket_dask"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PACKAGES = ("faket-dask", "numpy", "dask", "distributed", "zarr", "xarray", "torch", "torchvision")
-
-
-def tomo_group(tomo: int, part: str) -> str:
-    """Group of tomogram ``tomo``: ``tomo_group(0, "tiltseries") == "tomo_000/tiltseries"``."""
-    return f"tomo_{tomo:03d}/{part}"
 
 
 def split_var_path(path: str) -> tuple[str, str]:
@@ -136,7 +128,7 @@ def open(store: str | Path, group: str, *, level: int = 0) -> xr.Dataset:  # noq
     InputError
         No such store or group, ``level`` given for a plain group, or a level the image lacks.
     """
-    from .formats import ngff
+    from . import ngff
 
     open_root(store)
     # listing without consolidated metadata: always the store's current content
@@ -306,7 +298,7 @@ def save(
     str
         ``"GROUP/VAR"`` written.
     """
-    from .progress import compute
+    from ..progress import compute
 
     name = name or (str(arr.name) if arr.name is not None else None)
     if not name:
@@ -349,8 +341,8 @@ def save_image(
     Level 0 is the volume (its chunks), levels 1.. are 2× block means; napari and ome-zarr open
     the image group, and :func:`open` returns level 0 as variable ``name`` of ``group``.
     """
-    from .formats import ngff
-    from .progress import compute
+    from . import ngff
+    from ..progress import compute
 
     path = f"{group.strip('/')}/{name}"
     split_var_path(path)

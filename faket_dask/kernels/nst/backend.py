@@ -1,0 +1,150 @@
+"""How the 3×3 convolutions are computed: direct (oneDNN/cuDNN) or NNPACK's Winograd.
+
+``algorithm="direct"`` is torch's own convolution (``F.conv2d``; its adjoint
+``F.conv_transpose2d``). ``algorithm="winograd"`` computes the convolutions from conv3_1 on
+(:data:`WINOGRAD_FROM`; 74 % of the multiply-adds at any image size) with NNPACK's Winograd
+transform F(6×6, 3×3), ~2× fewer operations, through torch's private
+``torch._nnpack_spatial_convolution`` — the one optional backend, behind this module only.
+``"auto"`` picks it single-threaded on CPU, as in a Dask task with one torch thread. Whether it
+pays depends on the CPU (``benchmarks/bench_style.py``, ``docs/benchmarks.md``): on AMD Zen 4
+it gave most of the fast path's 1.5×; on an Intel Xeon with AVX-512, where oneDNN's direct
+convolutions are fast and NNPACK has no AVX-512 path, it is 0.88× single-threaded. It is kept
+because ``"auto"`` resolving to it fixes the bits of existing results (tilts ≥ 192² on CPU).
+
+Accuracy: NNPACK's ~1e-5 relative error in conv1_x/conv2_x flips the sign of tiny gradient
+elements on ~0.1 % of the golden pixels (measured); from conv3_1 on, no more than the direct
+path does (``docs/style.md``, "Precision and algorithm").
+"""
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ...params.nst import ALGORITHMS, Algorithm, Precision
+from .runtime import check_precision
+
+__all__ = ["WINOGRAD_FROM", "WINOGRAD_MIN_PIXELS", "conv3x3", "conv3x3_input_grad",
+           "nnpack_available", "resolve_algorithm", "use_winograd"]
+
+#: With ``algorithm="winograd"`` the convs from this ``features`` index on (conv3_1 …) run
+#: through NNPACK (measured: earlier layers flip ~0.1 % of the golden pixels' sign steps).
+WINOGRAD_FROM = 10
+#: ``"auto"`` uses Winograd from this many pixels per tilt on: below ~128² NNPACK's per-call
+#: overhead on the small deep feature maps makes it slower than oneDNN (measured 2× slower at
+#: 64²). And only single-threaded: NNPACK's own thread pool scales poorly on the small deep
+#: maps and competes with the OpenMP pool of the other ops (measured at 2 threads: no faster
+#: than direct). The Dask stage runs one torch thread per task, NNPACK's best case.
+WINOGRAD_MIN_PIXELS = 192 * 192
+
+
+@functools.cache
+def nnpack_available() -> bool:
+    """NNPACK usable (this also runs its one-time initialisation, which its conv needs)."""
+    try:
+        return bool(torch._nnpack_available())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _check_algorithm(algorithm: str) -> None:
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be 'auto', 'winograd' or 'direct', got {algorithm!r}")
+
+
+def use_winograd(algorithm: Algorithm, device: torch.device, precision: Precision,
+                 npix: int) -> bool:
+    """Whether a kernel call with these settings runs the deep convs through NNPACK now
+    (``"auto"`` with the calling thread's torch thread count).
+
+    Raises
+    ------
+    ValueError
+        Unknown algorithm, or ``"winograd"`` on CUDA or with bf16.
+    RuntimeError
+        ``"winograd"`` with a torch built without NNPACK.
+    """
+    _check_algorithm(algorithm)
+    if algorithm == "direct" or device.type != "cpu" or precision == "bf16":
+        if algorithm == "winograd" and (device.type != "cpu" or precision == "bf16"):
+            raise ValueError("algorithm='winograd' needs a CPU device and fp32/tf32 precision")
+        return False
+    if not nnpack_available():
+        if algorithm == "winograd":
+            raise RuntimeError("algorithm='winograd' needs a torch build with NNPACK")
+        return False
+    if algorithm == "winograd":
+        return True
+    return npix >= WINOGRAD_MIN_PIXELS and torch.get_num_threads() == 1
+
+
+def resolve_algorithm(
+    algorithm: Algorithm, device: torch.device | str | None, precision: Precision,
+    shape: tuple[int, int], *, single_threaded: bool = True,
+) -> Literal["winograd", "direct"]:
+    """What ``algorithm`` means for tilts of ``shape`` (y, x) on ``device``.
+
+    ``"auto"`` is resolved as ``stylise`` resolves it when torch runs single-threaded
+    (``single_threaded=True``, as inside a Dask task of the style-transfer stage) or with the
+    current thread count (``False``). The Dask stage fixes the result when it builds the graph,
+    so every task uses the same arithmetic whatever its worker's thread count.
+
+    Returns
+    -------
+    {"winograd", "direct"}
+
+    Raises
+    ------
+    ValueError, RuntimeError
+        As :func:`use_winograd`; ValueError for an unknown precision.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    npix = int(shape[0]) * int(shape[1])
+    check_precision(precision)
+    if algorithm == "auto" and single_threaded:
+        ok = (dev.type == "cpu" and precision != "bf16" and npix >= WINOGRAD_MIN_PIXELS
+              and nnpack_available())
+        return "winograd" if ok else "direct"
+    return "winograd" if use_winograd(algorithm, dev, precision, npix) else "direct"
+
+
+def _nnpack_conv(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    # NNPACK's batched path is several times slower than its single-image (inference) path.
+    if h.shape[0] == 1:
+        return torch._nnpack_spatial_convolution(h.contiguous(), w, b, [1, 1])
+    return torch.cat([torch._nnpack_spatial_convolution(h[i:i + 1].contiguous(), w, b, [1, 1])
+                      for i in range(h.shape[0])])
+
+
+def conv3x3(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, replicate: bool,
+            winograd: bool) -> torch.Tensor:
+    """VGG's 3×3, stride-1 'same' convolution of ``h`` (B, Cin, H, W) -> (B, Cout, H, W).
+
+    ``replicate``: pad by edge replication (the first layer), else zeros; ``winograd``: through
+    NNPACK (zero padding only).
+    """
+    if replicate:
+        return F.conv2d(F.pad(h, (1, 1, 1, 1), mode="replicate"), weight, bias)
+    if winograd:
+        return _nnpack_conv(h, weight, bias)
+    return F.conv2d(h, weight, bias, padding=1)
+
+
+def conv3x3_input_grad(g: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor | None,
+                       *, replicate: bool, winograd: bool, x: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+    """Gradient w.r.t. the input of :func:`conv3x3`: its adjoint applied to ``g`` (B, Cout, H, W).
+
+    ``weight_t`` (Cin, Cout, 3, 3) is ``weight`` flipped with Cin and Cout swapped (needed with
+    ``winograd``: the adjoint of a 3×3 'same' conv is that conv); ``x`` is the conv's input
+    (needed with ``replicate``, for the border fold's shape).
+    """
+    if replicate:
+        # Adjoint of pad(replicate) ∘ conv(valid): full transpose, then fold the border back.
+        gp = F.conv_transpose2d(g, weight)
+        return torch.ops.aten.replication_pad2d_backward(gp, x.to(gp.dtype), [1, 1, 1, 1])
+    if winograd:
+        return _nnpack_conv(g, weight_t, None)
+    return F.conv_transpose2d(g, weight, padding=1)

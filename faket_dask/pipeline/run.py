@@ -1,0 +1,295 @@
+"""Running a :class:`~.plan.Plan`: the declarative stage list, resume bookkeeping, :func:`simulate`.
+
+Stages run in the order of :data:`STAGES` (a dependency order); each is recorded in the store
+when complete, with the run hash and the fingerprints of the files it read (``fingerprint.py``),
+so a rerun skips complete stages, and a changed input reruns its stage and every later one.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import store as st
+from ..config import RunConfig, deprecations
+from ..params import MIB
+from ..fingerprint import changed as fingerprint_changed
+from ..fingerprint import fingerprint as fingerprint_files
+from .plan import FIGURES, STORE_NAME, SUMMARY, Plan, _check_output_dir, _resolve, load_run_config, plan_run, run_hash
+from .steps import StageSteps
+from .summary import run_summary
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One kind of stage: its name (a :class:`~.steps.StageSteps` method), what it iterates
+    over, and the config it applies to."""
+
+    name: str
+    per: str  # "tomogram" | "style_file" | "style_used" | "once"
+    when: Callable[[RunConfig], bool] = lambda cfg: True
+
+    def applies(self, cfg: RunConfig) -> bool:
+        """Whether this run has the stage."""
+        return self.when(cfg)
+
+
+#: The method (the paper's Fig. 5), in dependency order.
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("specimen", "tomogram"),
+    StageSpec("noiseless", "tomogram"),
+    StageSpec("measured", "tomogram", lambda c: c.style_data.source == "microscope"),
+    StageSpec("style_import", "style_file", lambda c: c.style_data.source == "import"),
+    StageSpec("noise_model", "once"),
+    StageSpec("noise", "tomogram"),
+    StageSpec("style_grams", "style_used"),
+    StageSpec("faket", "tomogram"),
+    StageSpec("reconstruct", "tomogram"),
+    StageSpec("report", "once", lambda c: c.report.figures),
+)
+
+
+@dataclass
+class StageRecord:
+    """What happened to one stage in this invocation."""
+
+    name: str
+    status: str  # "done" | "skipped"
+    seconds: float
+    peak_worker_MiB: float
+    peak_client_MiB: float
+
+
+class Pipeline(StageSteps):
+    """Runs a :class:`Plan` on the current Dask client (see :func:`simulate`)."""
+
+    def __init__(self, plan: Plan, *, log: Callable[[str], None] | None = None) -> None:
+        self.plan = plan
+        self.cfg = plan.cfg
+        self.store = plan.store
+        self.log = log or (lambda s: print(s, flush=True))
+        self.records: list[StageRecord] = []
+        self.task_bytes = int(self.cfg.compute.task_memory_MiB * MIB)
+        self.hash = run_hash(plan)
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def stages(self) -> list[tuple[str, Callable[[], None]]]:
+        """The ordered ``(name, function)`` list of this run, expanded from :data:`STAGES`."""
+        out: list[tuple[str, Callable[[], None]]] = []
+        for spec in STAGES:
+            if not spec.applies(self.cfg):
+                continue
+            fn = getattr(self, spec.name)
+            if spec.per == "once":
+                out.append((spec.name, fn))
+            else:
+                for i in self._indices(spec.per):
+                    out.append((f"{spec.name}/{i:03d}", lambda fn=fn, i=i: fn(i)))
+        return out
+
+    def _indices(self, per: str) -> list[int]:
+        p = self.plan
+        if per == "tomogram":
+            return list(range(p.n_tomos))
+        if per == "style_file":
+            return list(range(len(p.style_sources)))
+        return sorted({p.style_of(i) for i in range(p.n_tomos)})  # "style_used"
+
+    def stage_inputs(self, name: str) -> list[Path]:
+        """The user's files that stage ``name`` reads (their fingerprints guard its resume)."""
+        base, cfg = self.plan.base_dir, self.cfg
+        kind, _, idx = name.partition("/")
+        files: list[str | None] = []
+        if kind == "specimen":
+            sp = cfg.specimens
+            if sp.source == "import":
+                f = sp.files[int(idx)]
+                files = [f.density, f.class_mask]
+            else:
+                files = [sp.templates_dir]
+        elif kind == "style_import":
+            f = cfg.style_data.files[int(idx)]
+            files = [f.measured, f.noiseless, f.angles_file]
+        elif kind in ("style_grams", "faket") and cfg.style.weights not in ("random", "imagenet"):
+            files = [cfg.style.weights]
+        return [_resolve(base, f) for f in files if f]
+
+    def _status(self, name: str) -> tuple[bool, list[str]]:
+        """(complete under this run's hash, input files changed since it completed)."""
+        if not st.is_store(self.store):
+            return False, []
+        e = st.stage_status(self.store).get(st.pipeline_stage_key(name), {})
+        if e.get("status") != "complete" or e.get("run_hash") != self.hash:
+            return False, []
+        changed = fingerprint_changed(e.get("inputs", {}), self.stage_inputs(name))
+        return not changed, changed
+
+    def is_complete(self, name: str) -> bool:
+        """Whether stage ``name`` completed under this run's hash from the same input files."""
+        return self._status(name)[0]
+
+    def _init_store(self) -> None:
+        p = self.plan
+        if not p.resume:
+            # plan_run refused existing outputs unless --overwrite was given
+            for name in (STORE_NAME, FIGURES, SUMMARY, "_scratch"):
+                target = p.out_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        p.out_dir.mkdir(parents=True, exist_ok=True)
+        if not p.resume:
+            root = st.open_root(self.store, create=True)
+            # one attribute write, so a kill cannot leave a store without its config hash
+            # (a store without one is refused as "another configuration")
+            root.attrs.update({
+                "config": self.cfg.model_dump(mode="json"),
+                "config_hash": self.hash,
+                "run": {"weights": p.weights, "device": p.device, "style_sources": p.style_sources,
+                        "pairing": "tomogram i styled with style stack (i + 1) mod K"},
+            })
+
+    def run(self) -> dict[str, Any]:
+        """Run every incomplete stage, write the summary; returns it."""
+        from distributed import get_client
+
+        from ..memory import PeakMemory
+
+        try:
+            client = get_client()
+        except ValueError:
+            client = None
+        for line in self.plan.notices:
+            self.log(line)
+        self._init_store()
+        t_run = time.perf_counter()
+        # Stages are in dependency order: once one runs, every later one runs too, so a
+        # stage recomputed because its input file changed never leaves stale results after it.
+        rerun_from: str | None = None
+        for name, fn in self.stages():
+            complete, changed = self._status(name)
+            if complete and rerun_from is None:
+                self.log(f"[skip] {name} (complete)")
+                self.records.append(StageRecord(name, "skipped", 0.0, 0.0, 0.0))
+                continue
+            if changed:
+                self.log(f"[rerun] {name}: input changed since it completed ({', '.join(changed)}); "
+                         "it and every later stage run again")
+            elif complete:
+                self.log(f"[rerun] {name}: depends on {rerun_from}, which ran again")
+            else:
+                self.log(f"[run ] {name}")
+            rerun_from = rerun_from or name
+            inputs = fingerprint_files(self.stage_inputs(name))
+            st.mark_stage(self.store, st.pipeline_stage_key(name), status="running", run_hash=self.hash)
+            t0 = time.perf_counter()
+            with PeakMemory(client) as mem:
+                fn()
+            dt = time.perf_counter() - t0
+            st.mark_stage(self.store, st.pipeline_stage_key(name), status="complete", run_hash=self.hash,
+                          seconds=round(dt, 3), peak_worker_MiB=round(mem.max_worker_MiB, 1),
+                          peak_client_MiB=round(mem.client_MiB, 1), inputs=inputs)
+            self.records.append(StageRecord(name, "done", dt, mem.max_worker_MiB, mem.client_MiB))
+        shutil.rmtree(self.plan.out_dir / "_scratch", ignore_errors=True)
+        summary = run_summary(self.plan, self.records, self.hash, time.perf_counter() - t_run, client)
+        (self.plan.out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def simulate(
+    config: RunConfig | str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+    scheduler: str | None = None,
+    cluster_file: str | Path | None = None,
+    gpus: bool = False,
+    workers: int | None = None,
+    device: str | None = None,
+    fallback_random_weights: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the whole FakET pipeline for a config; resumes an interrupted run of the same config.
+
+    Parameters
+    ----------
+    config : RunConfig or path
+        A config object or a YAML file (relative paths inside it are resolved against the
+        file's directory).
+    out_dir : path, optional
+        Output directory (default: the config's ``output``).
+    overwrite : bool
+        Replace an output made with another configuration.
+    scheduler, cluster_file, gpus, workers
+        The cluster (see :func:`faket_dask.connect`); when a distributed client is already
+        current, it is used and these are ignored.
+    device : {"cpu", "cuda"}, optional
+        Default ``"cuda"`` with ``gpus`` or a ``cuda`` cluster file, else ``"cpu"``.
+    fallback_random_weights : bool
+        Use random VGG weights (with a notice) when ImageNet weights are not cached.
+    log : callable, optional
+        Receives progress lines (default: print).
+
+    Returns
+    -------
+    dict
+        The summary also written to ``OUT/summary.json``.
+
+    Raises
+    ------
+    RunLockedError
+        Another run uses the output directory (``OUT/.faket-dask.lock``); raised before any
+        work, the cluster or a change to the output.
+    InputError, OutputExistsError
+        From validation (:func:`plan_run`), before any work.
+    """
+    from ..cluster import connect
+    from ..runlock import RunLock
+
+    if isinstance(config, RunConfig):
+        cfg, base = config, Path(".")
+    else:
+        cfg, base = load_run_config(config), Path(config).resolve().parent
+    out = Path(out_dir) if out_dir is not None else _resolve(base, cfg.output)
+    if device is None:
+        device = "cuda" if gpus or _cluster_file_is_cuda(cluster_file) else "cpu"
+    emit = log or (lambda s: print(s, flush=True))
+    # The lock is taken before plan_run, not after: plan_run reads the store to decide
+    # resume-or-refuse and deletes a store that has no config yet, which for a live run is
+    # the store it has just created. Locking needs the directory, so a bad output path is
+    # reported first; a directory created here is removed again if validation then fails.
+    _check_output_dir(out)
+    with RunLock(out, notify=emit):
+        plan = plan_run(cfg, out, base_dir=base, overwrite=overwrite, device=device,
+                        fallback_random_weights=fallback_random_weights)
+        source = None if isinstance(config, RunConfig) else str(config)
+        plan.notices += [f"faket-dask: notice: {line}" for line in deprecations(cfg, source)]
+        emit(f"{'resuming' if plan.resume else 'starting'} run: {plan.n_tomos} tomograms, "
+             f"{len(plan.angles_deg)} tilts, output {out}")
+        try:
+            from distributed import get_client
+
+            get_client()
+            have_client = True
+        except ValueError:
+            have_client = False
+        if have_client:
+            return Pipeline(plan, log=emit).run()
+        with connect(scheduler, workers=workers, gpus=gpus, cluster_file=cluster_file):
+            return Pipeline(plan, log=emit).run()
+
+
+def _cluster_file_is_cuda(path: str | Path | None) -> bool:
+    if not path:
+        return False
+    import yaml
+
+    try:
+        return (yaml.safe_load(Path(path).read_text()) or {}).get("type") == "cuda"
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False

@@ -1,0 +1,238 @@
+"""The body of every stage (one method each); :class:`~.run.Pipeline` runs them in order.
+
+Each method reads its inputs from the run store and writes its outputs there; the store paths
+come from :mod:`faket_dask.store.layout`.
+"""
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from .. import store as st
+from ..errors import FaketError
+from ..run_inputs import MATCH_OPTION
+from .plan import FIGURES, _resolve, derived_seed
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
+    from .plan import Plan
+
+
+class StageSteps:
+    """Stage bodies; mixed into :class:`~.run.Pipeline`, which provides the attributes."""
+
+    plan: Plan
+    cfg: RunConfig
+    store: Any
+    task_bytes: int
+    log: Any
+
+    def specimen(self, i: int) -> None:
+        """Generate (or import) specimen ``i`` into ``tomo_i/specimen`` and ``tomo_i/particles``."""
+        from ..stages.particles import particles_dataset
+        from ..stages.specimen import generate_specimen, write_specimen
+
+        sp = self.cfg.specimens
+        px = self.cfg.acquisition.pixel_size_A
+        if sp.source == "generate":
+            tdir = _resolve(self.plan.base_dir, sp.templates_dir) if sp.templates_dir else None
+            spec, parts = generate_specimen(
+                sp.shape_zyx, px, derived_seed(self.cfg.seed, "specimen", i),
+                n_particles=sp.particles, n_vesicles=sp.vesicles, n_fiducials=sp.fiducials,
+                templates_dir=tdir,
+            )
+        else:
+            from ..formats.convert import load_labels, load_mrc
+            from ..kernels.specimen_placement import COLUMNS
+            from ..run_inputs import entry_hint
+
+            f = sp.files[i]
+            key = f"specimens.files[{i}]"
+            dens = load_mrc(_resolve(self.plan.base_dir, f.density), kind="volume",
+                            pixel_size_A=f.pixel_size_A, pixel_size_hint=entry_hint(key))
+            px = float(dens.attrs["pixel_size_A"])
+            data = {"density": dens.rename("density").astype(np.float32)}
+            if f.class_mask is not None:
+                # labels read as IMOD shows them (signed bytes + 128, unsigned bytes), exact
+                cm = load_labels(_resolve(self.plan.base_dir, f.class_mask), pixel_size_A=px,
+                                 check_values=False)
+                data["class_mask"] = cm.rename("class_mask")
+            spec = xr.Dataset(data)
+            spec.attrs.update(pixel_size_A=px, source=str(f.density))
+            if f.class_mask is not None:
+                # one particle per connected labelled region (orientations unknown)
+                from ..stages.particles import particles_from_masks
+
+                parts = particles_from_masks(data["class_mask"], pixel_size_A=px)
+                parts.attrs["source"] = f"imported {f.density}; particles derived from {f.class_mask}"
+            else:
+                empty = {c: np.zeros(0, np.float64) for c in COLUMNS}
+                empty["class_name"] = np.zeros(0, "<U16")
+                parts = particles_dataset(empty, px, {"source": "imported (no particle table)"})
+        write_specimen(spec, parts, self.store, i, overwrite=True, progress=f"specimen {i}")
+
+    def noiseless(self, i: int) -> None:
+        """Project ``tomo_i/specimen/density`` into ``tomo_i/tiltseries/noiseless``."""
+        from ..stages.projection import project
+
+        vol = st.open(self.store, st.specimen_group(i))["density"]
+        ts = project(vol, self.plan.angles_deg, device=self.plan.device, task_bytes=self.task_bytes)
+        st.save(ts, self.store, st.tiltseries_group(i), name="noiseless", overwrite=True,
+                progress=f"projecting tomogram {i}")
+
+    def measured(self, i: int) -> None:
+        """Reference microscope: ``tomo_i/tiltseries/measured`` from the noiseless projections."""
+        from ..stages.microscope import simulate_microscope
+
+        ts = st.open_var(self.store, st.tiltseries_var(i, "noiseless"))
+        m = simulate_microscope(ts, seed=derived_seed(self.cfg.seed, "microscope"), tomo=i,
+                                params=self.cfg.style_data.microscope)
+        st.save(m, self.store, st.tiltseries_group(i), name="measured", overwrite=True,
+                progress=f"microscope {i}")
+
+    def style_import(self, k: int) -> None:
+        """Import measured style stack ``k`` (and its noiseless projections) into ``reference/``."""
+        from ..formats.convert import import_mrc
+
+        f = self.cfg.style_data.files[k]
+        group = st.reference_group(k)
+        tlt = _resolve(self.plan.base_dir, f.angles_file)
+        # import sorts each stack by angle (acquisition order kept as a coordinate), so the
+        # measured stack and its noiseless partner stay paired tilt by tilt
+        import_mrc(_resolve(self.plan.base_dir, f.measured), self.store, f"{group}/measured",
+                   kind="tiltseries", angles_file=tlt, pixel_size_A=f.pixel_size_A, overwrite=True)
+        if f.noiseless is not None:
+            import_mrc(_resolve(self.plan.base_dir, f.noiseless), self.store, f"{group}/noiseless",
+                       kind="tiltseries", angles_file=tlt, pixel_size_A=f.pixel_size_A,
+                       overwrite=True)
+
+    def noise_model(self) -> None:
+        """Estimate the noise model over every style stack (docs/method.md §2)."""
+        from ..stages.noise import estimate_noise
+
+        srcs = self.plan.style_sources
+        measured = [st.open_var(self.store, s) for s in srcs]
+        noiseless = None
+        if self.plan.paired:
+            noiseless = [st.open_var(self.store, s.rsplit("/", 1)[0] + "/noiseless") for s in srcs]
+        model = estimate_noise(measured, noiseless, order=self.cfg.noise.order, sources=srcs)
+        orders = sorted({self.cfg.noise.order, self.cfg.noise.baseline_order})
+        model.save(self.store, orders=orders, overwrite=True)
+
+    def noise(self, i: int) -> None:
+        """NOISY, CONTENT and BASELINE of tomogram ``i`` (one noise field, docs/method.md §3)."""
+        from ..noise_model import NoiseModel
+        from ..params import MODALITY_NAMES
+        from ..stages.noise import add_noise_modality
+
+        model = NoiseModel.load(self.store)
+        group = st.tiltseries_group(i)
+        p = st.open_var(self.store, st.tiltseries_var(i, "noiseless"))
+        seed = derived_seed(self.cfg.seed, "noise")
+        # one function for every modality, with the config's orders and scales (as `noise apply`)
+        for name in MODALITY_NAMES:
+            arr = add_noise_modality(p, model, name, seed, tomo=i, params=self.cfg.noise,
+                                     match_angles=self.cfg.style_data.match_angles,
+                                     match_option=MATCH_OPTION)
+            st.save(arr, self.store, group, name=name, overwrite=True, progress=f"{name} {i}")
+
+    def _style_kwargs(self, shape_yx: tuple[int, int]) -> dict[str, Any]:
+        from ..params.nst import NSTParams
+
+        s = self.cfg.style
+        return {"weights": self.plan.weights, "seed": self.cfg.seed, "device": self.plan.device,
+                "precision": s.precision, "tile": self.plan.tile_for(shape_yx),
+                "params": NSTParams.from_config(s), "batch": s.batch}
+
+    def _grams_group(self, k: int) -> str:
+        # the one key of the Gram cache (store.layout): `faket-dask style --style VAR` finds it
+        return st.style_grams_group(self.plan.style_sources[k])
+
+    def style_grams(self, k: int) -> None:
+        """Gram matrices of style stack ``k`` (computed once, reused by every tomogram)."""
+        from ..stages.style_grams import save_style_grams, style_grams_dataset
+
+        style = st.open_var(self.store, self.plan.style_sources[k])
+        # named by its store path, as `faket-dask style --style VAR` names it: one cache entry
+        style.attrs["source"] = self.plan.style_sources[k]
+        content_yx = tuple(self.plan.shapes_zyx[0][1:])
+        ds = style_grams_dataset(style, **self._style_kwargs(content_yx))
+        save_style_grams(ds, self.store, self._grams_group(k), overwrite=True)
+
+    def faket(self, i: int) -> None:
+        """FAKET of tomogram ``i``: CONTENT styled towards style stack ``(i + 1) mod K``."""
+        from ..stages.style_grams import load_style_grams
+        from ..stages.style_transfer import style_transfer
+
+        group = st.tiltseries_group(i)
+        content = st.open_var(self.store, group + "/content")
+        noisy = st.open_var(self.store, group + "/noisy")
+        k = self.plan.style_of(i)
+        grams = load_style_grams(self.store, self._grams_group(k))
+        if grams is None:
+            raise FaketError(f"{self.store}: style Grams of stack {k} are missing; rerun with --overwrite")
+        out = style_transfer(content, grams, noisy, **self._style_kwargs(tuple(content.shape[1:])),
+                             match_angles=self.cfg.style_data.match_angles,
+                             match_option=MATCH_OPTION)
+        out.attrs["style"] = self.plan.style_sources[k]
+        st.save(out, self.store, group, name="faket", overwrite=True, progress=f"style transfer {i}")
+
+    def reconstruct(self, i: int) -> None:
+        """Tomograms of every modality of tomogram ``i`` and its labels on the tomogram grid."""
+        from ..stages.reconstruction import reconstruct
+
+        r = self.cfg.reconstruction
+        ts_group = st.tiltseries_group(i)
+        have = st.open(self.store, ts_group)
+        scratch = self.plan.out_dir / "_scratch"
+        for m in r.modalities:
+            if m not in have.data_vars:
+                continue
+            vol = reconstruct(have[m], binning=r.binning, filter=r.filter, z_valid=r.z_valid,
+                              thickness=r.thickness, device=self.plan.device, scratch_dir=scratch,
+                              task_bytes=self.task_bytes)
+            vol.attrs["modality"] = m
+            st.save_image(vol, self.store, st.tomogram_group(i), m, overwrite=True,
+                          progress=f"reconstructing {m} {i}")
+        self.labels(i)
+
+    def labels(self, i: int) -> None:
+        """Class mask and particle table mapped to the tomogram grid (``tomo_i/labels``,
+        ``tomo_i/labels_particles``; geometry in :mod:`faket_dask.kernels.labels`)."""
+        import warnings
+
+        from ..stages.labels import class_mask_on_tomogram, particles_on_tomogram, tomogram_grid
+
+        r = self.cfg.reconstruction
+        spec = st.open(self.store, st.specimen_group(i))
+        Z, X = int(spec.sizes["z"]), int(spec.sizes["x"])
+        b = r.binning
+        nz_full, z0, nz_keep = tomogram_grid(X, b, r.thickness, r.z_valid)
+        px = float(spec.attrs.get("pixel_size_A", self.cfg.acquisition.pixel_size_A))
+        if "class_mask" in spec.data_vars:
+            arr = class_mask_on_tomogram(spec["class_mask"], binning=b, nz_full=nz_full, z0=z0,
+                                         nz_keep=nz_keep, pixel_size_A=px)
+            st.save(arr, self.store, st.labels_group(i), name="class_mask", overwrite=True,
+                    progress=f"labels {i}")
+        parts = st.open(self.store, st.particles_group(i)).load()
+        if parts.sizes.get("particle", 0):
+            out = particles_on_tomogram(parts, specimen_z=Z, binning=b, nz_full=nz_full, z0=z0,
+                                        pixel_size_A=px)
+            for v in out.variables.values():
+                v.encoding.clear()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out.to_zarr(str(self.store), group=st.labels_particles_group(i), mode="w",
+                            zarr_format=3, consolidated=False)
+
+    def report(self) -> None:
+        """Figures of the run into ``OUT/figures``."""
+        from ..report import write_report
+
+        fig_dir = self.plan.out_dir / FIGURES
+        shutil.rmtree(fig_dir, ignore_errors=True)
+        paths = write_report(self.store, fig_dir)
+        self.log(f"       {len(paths)} figures in {fig_dir}")
