@@ -37,7 +37,23 @@ def import_mrc_cmd(
         Optional[tuple[float, float, float]],
         typer.Option(help="START STOP STEP in degrees, STOP included (-60 60 2 gives 61 tilts)."),
     ] = None,
-    pixel_size_A: Annotated[Optional[float], typer.Option("--pixel-size-A", help="Pixel size in Å (default: MRC header).")] = None,
+    mdoc: Annotated[
+        Optional[Path],
+        typer.Option(help="SerialEM .mdoc of the stack: tilt angles (TiltAngle), dose per tilt "
+                          "(ExposureDose, PriorRecordDose, e/Å²), acquisition order (DateTime, else ZValue "
+                          "order) and, if the header has none, the pixel size (PixelSpacing). "
+                          "Instead of --angles-file/--angles."),
+    ] = None,
+    exclude_tilts: Annotated[
+        Optional[str],
+        typer.Option(help="Tilts to drop before storing, e.g. 0,5,7: 0-based indices in the file's "
+                          "section order (the .mdoc ZValue), not in angle order."),
+    ] = None,
+    pixel_size_A: Annotated[Optional[float], typer.Option("--pixel-size-A", help="Pixel size in Å (default: MRC header, else the .mdoc's PixelSpacing).")] = None,
+    units: Annotated[
+        Optional[str],
+        typer.Option(help="A volume's units: V (potential relative to ice, kept) or normalised (scaled to protein's 3.36 V above ice)."),
+    ] = None,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
@@ -47,8 +63,10 @@ def import_mrc_cmd(
     """Import an MRC tilt-series or volume into a Zarr run store, streaming chunk by chunk.
 
     A tilt-series is stored sorted by angle; its file order is kept as coordinate
-    acquisition_index. How mode-0 bytes or an odd machine stamp were read is printed as
-    ``faket-dask: notice: FILE: ...`` (docs/formats.md).
+    acquisition_index. With --mdoc the acquisition order, doses and file positions are stored
+    as tilt coordinates (acquisition_index, dose_e_per_A2, prior_dose_e_per_A2,
+    section_index). How mode-0 bytes or an odd machine stamp were read, and what an .mdoc
+    lacked, is printed as ``faket-dask: notice: FILE: ...`` (docs/formats.md).
     """
     from .formats.convert import angles_from_range, check_mrc_shape, import_mrc, load_mrc
     from .store import check_writable, split_var_path
@@ -56,6 +74,12 @@ def import_mrc_cmd(
     if kind not in ("tiltseries", "volume"):
         raise FaketError(f"--kind must be tiltseries or volume, got '{kind}'")
     split_var_path(var)
+    if units is not None:
+        from .formats.units import check_units
+
+        check_units(units, "--units")
+        if kind != "volume":
+            raise FaketError(f"--units applies to volumes (--kind volume), not to a {kind}")
     # The file first: a bad or 2D file is the error to report, whatever the angles say.
     info = check_mrc_shape(src, kind)
     angles_deg = angles_from_range(*angles) if angles else None
@@ -63,17 +87,30 @@ def import_mrc_cmd(
     check_writable(store, var, overwrite=overwrite)
     if angles_file is not None and angles_deg is not None:
         raise FaketError("give either --angles-file or --angles, not both")
+    from .formats.mdoc import check_sections, mdoc_pixel_size, parse_exclude_tilts, read_mdoc
+
+    exclude = parse_exclude_tilts(exclude_tilts)
+    notices = list(info.notices)
+    tilts = None
+    if mdoc is not None:
+        if angles_file is not None or angles_deg is not None:
+            raise FaketError(f"{mdoc}: give the tilt angles once: --mdoc, --angles-file or --angles")
+        tilts = read_mdoc(mdoc)
+        check_sections(tilts, info)
+        pixel_size_A, px_notices = mdoc_pixel_size(info, tilts, pixel_size_A)
+        notices += list(tilts.notices) + list(px_notices)
     if angles_file is not None:
         from .formats.mrc import read_tlt
 
         angles_deg = read_tlt(angles_file)
-    load_mrc(src, kind=kind, angles_deg=angles_deg, pixel_size_A=pixel_size_A)
-    for line in info.notices:
+    load_mrc(src, kind=kind, angles_deg=angles_deg, pixel_size_A=pixel_size_A, mdoc=tilts,
+             exclude_tilts=exclude)
+    for line in notices:
         typer.echo(f"faket-dask: notice: {line}", err=True)
     with _connect(scheduler, workers, gpus, cluster, processes=workers is not None):
         path = import_mrc(
             src, store, var, kind=kind, angles_deg=angles_deg, pixel_size_A=pixel_size_A,
-            overwrite=overwrite,
+            overwrite=overwrite, units=units, mdoc=tilts, exclude_tilts=exclude,
         )
     typer.echo(f"imported {src} -> {store}/{path}")
 

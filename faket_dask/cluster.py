@@ -5,6 +5,14 @@ description: local, dask-cuda or dask-jobqueue SLURM), ``--gpus`` (dask-cuda
 ``LocalCUDACluster``, one worker per GPU, each with the resource ``GPU=1``), else a
 ``LocalCluster`` sized to the machine. Worker processes get as many torch threads as Dask
 threads so they do not oversubscribe the CPU.
+
+A cluster started here listens on loopback only: the scheduler and workers on 127.0.0.1
+(distributed's default for local clusters) and the dashboard on ``127.0.0.1:8787`` (distributed
+alone would put it on every interface). Reach it from another machine through an SSH tunnel
+(``ssh -L 8787:localhost:8787 HOST``), or set the environment variable
+``FAKET_DASHBOARD_ADDRESS`` (:data:`DASHBOARD_ENV`): ``0.0.0.0:8787`` listens on every
+interface, ``:9000`` on loopback port 9000, ``none`` turns the dashboard off
+(:func:`dashboard_address`). A joined (``--scheduler``) or SLURM cluster keeps its own settings.
 """
 from __future__ import annotations
 
@@ -21,6 +29,41 @@ import yaml
 from .errors import FaketError, InputError
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+#: Environment variable that replaces the default dashboard address (see :func:`dashboard_address`).
+DASHBOARD_ENV = "FAKET_DASHBOARD_ADDRESS"
+#: The dashboard address :func:`connect` uses unless told otherwise (port 8787, on loopback).
+DEFAULT_DASHBOARD = ":8787"
+_LOOPBACK = "127.0.0.1"
+
+
+def dashboard_address(dashboard: str | None = DEFAULT_DASHBOARD) -> str | None:
+    """The address the dashboard of a cluster started here binds to: loopback unless asked.
+
+    Parameters
+    ----------
+    dashboard : str or None
+        ``HOST:PORT``, ``:PORT`` or ``PORT`` (port 0: any free one); ``None``: no dashboard.
+        When it is the default (``":8787"``), the environment variable ``FAKET_DASHBOARD_ADDRESS``
+        replaces it if set (``none``, ``off`` or empty: no dashboard).
+
+    Returns
+    -------
+    str or None
+        ``HOST:PORT``; a missing host is ``127.0.0.1`` (distributed would bind ``:PORT`` to
+        every interface, 0.0.0.0, while the scheduler listens on 127.0.0.1 only). A host given
+        explicitly (``0.0.0.0:8787``, ``[::1]:8787``) is kept.
+    """
+    if dashboard == DEFAULT_DASHBOARD and DASHBOARD_ENV in os.environ:
+        dashboard = os.environ[DASHBOARD_ENV].strip()
+        if dashboard.lower() in ("", "none", "off"):
+            return None
+    if dashboard is None:
+        return None
+    host, sep, port = str(dashboard).rpartition(":")
+    if not sep:
+        host, port = "", str(dashboard)
+    return f"{host or _LOOPBACK}:{port}"
 
 
 def available_cores() -> int:
@@ -64,6 +107,9 @@ def _local_cluster(
             threads_per_worker=threads_per_worker or cores,
             processes=False,
             dashboard_address=dashboard,
+            # an in-process worker has no host of its own (inproc://), so its HTTP server
+            # (health, metrics) would listen on every interface: keep it on loopback
+            worker_dashboard_address=f"{_LOOPBACK}:0",
             silence_logs=logging.ERROR,
         )
     threads = threads_per_worker or 1
@@ -100,8 +146,10 @@ def cluster_from_file(path: str | Path, dashboard: str | None = ":8787"):
     """Start the cluster described by a YAML file (see ``cluster/README.md``).
 
     The file has ``type: local | cuda | slurm``, optional ``options`` (keyword arguments of the
-    cluster class) and, for SLURM, ``jobs`` (how many jobs to request).
+    cluster class) and, for SLURM, ``jobs`` (how many jobs to request). A local or cuda
+    cluster's dashboard listens on :func:`dashboard_address` ``(dashboard)``.
     """
+    dashboard = dashboard_address(dashboard)
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such cluster file")
@@ -127,6 +175,23 @@ def cluster_from_file(path: str | Path, dashboard: str | None = ":8787"):
         cluster.scale(jobs=int(spec.get("jobs", 1)))
         return cluster
     raise InputError(f"{p}: unknown cluster type '{kind}' (local, cuda or slurm)")
+
+
+def _dashboard_link(client: Any, bound: str | None) -> str:
+    """The dashboard URL to print: on the loopback host it is bound to, when it is.
+
+    distributed names the host of the scheduler's address, which for an in-process cluster
+    (``inproc://``) is the machine's network address, where a loopback dashboard is not.
+    """
+    from urllib.parse import urlsplit
+
+    link = client.dashboard_link
+    host = (bound or "").rpartition(":")[0]
+    if link and host in (_LOOPBACK, "localhost", "[::1]"):
+        u = urlsplit(link)
+        if u.port is not None:
+            link = u._replace(netloc=f"{host}:{u.port}").geturl()
+    return link
 
 
 @contextlib.contextmanager
@@ -155,7 +220,9 @@ def connect(
     cluster_file : path, optional
         YAML cluster description (``cluster/*.yaml``).
     dashboard : str or None
-        Dashboard address of a cluster started here (``":0"`` for any free port).
+        Dashboard address of a cluster started here (``":0"`` for any free port); a missing
+        host is 127.0.0.1, and the default yields to ``FAKET_DASHBOARD_ADDRESS``
+        (:func:`dashboard_address`). ``None``: no dashboard.
     quiet : bool
         Do not print the dashboard URL.
     processes : bool
@@ -171,6 +238,7 @@ def connect(
     if sum(chosen) > 1:
         raise InputError("choose one of --scheduler, --cluster and --gpus")
     cluster = None
+    dashboard = dashboard_address(dashboard)
     try:
         if scheduler:
             try:
@@ -190,7 +258,8 @@ def connect(
 
             client.register_plugin(WarningFormatPlugin())
         if not quiet:
-            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+            print(f"Dask dashboard: {_dashboard_link(client, dashboard if cluster else None)}",
+                  file=sys.stderr, flush=True)
         with client.as_current():
             yield client
         client.close()

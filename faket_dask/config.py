@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_serializer, model_validator
 
 from .errors import InputError
 from .params import (
@@ -122,6 +122,9 @@ class ImportedSpecimen(_Strict):
     density: str
     class_mask: str | None = None
     pixel_size_A: float | None = Field(None, gt=0, description="default: the MRC header")
+    units: Literal["V", "normalised"] = Field(
+        "normalised", description="V: potential relative to ice, kept; normalised: arbitrary "
+                                  "density scaled to protein's 3.36 V above ice (docs/microscope.md)")
 
 
 class Specimens(_Strict):
@@ -130,10 +133,15 @@ class Specimens(_Strict):
     source: Literal["generate", "import"] = "generate"
     count: int = Field(4, ge=1, description="generated specimens")
     shape_zyx: tuple[int, int, int] = (200, 512, 512)
-    particles: int = Field(150, ge=0)
+    particles: int | None = Field(None, ge=0, description="protein count; exclusive with volume_fraction")
+    volume_fraction: float | None = Field(
+        None, gt=0, le=0.5, description="protein volume fraction; default (neither given) 0.004, SHREC-like")
     vesicles: int = Field(2, ge=0)
     fiducials: int = Field(5, ge=0)
+    actin: int = Field(0, ge=0, description="actin filaments")
+    microtubules: int = Field(0, ge=0)
     templates_dir: str | None = None
+    template_units: Literal["V", "normalised"] = Field("V", description="units of *.mrc templates")
     files: tuple[ImportedSpecimen, ...] = ()
 
     @model_validator(mode="after")
@@ -142,18 +150,50 @@ class Specimens(_Strict):
             raise ValueError("source 'import' needs files: [{density: ..mrc}, ...]")
         if self.source == "generate" and self.files:
             raise ValueError("files are given but source is 'generate' (set source: import)")
+        if self.particles is not None and self.volume_fraction is not None:
+            raise ValueError("give particles or volume_fraction, not both")
         if min(self.shape_zyx) < 16:
             raise ValueError(f"shape_zyx {list(self.shape_zyx)}: every size must be >= 16")
         return self
 
 
 class ImportedStyle(_Strict):
-    """A measured tilt-series used as style data (and for the noise model)."""
+    """A measured tilt-series used as style data (and for the noise model).
+
+    Its tilt angles come from ``angles_file`` (IMOD ``.tlt``) or ``mdoc`` (SerialEM ``.mdoc``:
+    angles, per-tilt dose in e/Å² and acquisition order, stored as tilt coordinates;
+    ``docs/formats.md``), exactly one of them. ``exclude_tilts`` drops views (0-based positions
+    in the stack's order, the ``.mdoc`` ZValues) from the stack and its noiseless partner; the
+    range is checked against the stack before any stage (:mod:`faket_dask.run_inputs`).
+    """
 
     measured: str
-    angles_file: str = Field(description="IMOD .tlt with one angle per tilt, in the stack's order")
+    angles_file: str | None = Field(None, description="IMOD .tlt with one angle per tilt, in the stack's order")
+    mdoc: str | None = Field(None, description="SerialEM .mdoc of the stack (instead of angles_file)")
+    exclude_tilts: tuple[int, ...] = Field(
+        (), description="tilts to drop: 0-based indices in the stack's (file, ZValue) order")
     noiseless: str | None = Field(None, description="its noiseless projections (paired noise estimate)")
-    pixel_size_A: float | None = Field(None, gt=0, description="default: the MRC header")
+    pixel_size_A: float | None = Field(None, gt=0, description="default: the MRC header, else the .mdoc's PixelSpacing")
+
+    @model_validator(mode="after")
+    def _angles(self) -> "ImportedStyle":
+        if (self.angles_file is None) == (self.mdoc is None):
+            given = "both" if self.mdoc is not None else "neither"
+            raise ValueError(f"give the tilt angles by angles_file (IMOD .tlt) or mdoc (SerialEM .mdoc), "
+                             f"one of them ({given} given)")
+        if any(i < 0 for i in self.exclude_tilts):
+            raise ValueError(f"exclude_tilts {list(self.exclude_tilts)}: indices are 0-based, >= 0")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):  # pydantic's wrap-serializer signature
+        # keys left unset are not dumped, so an entry written before mdoc/exclude_tilts existed
+        # dumps (and hashes: RunConfig.hash, resume) exactly as it did
+        data = handler(self)
+        for key in ("angles_file", "mdoc", "exclude_tilts"):
+            if key in data and not data[key]:
+                del data[key]
+        return data
 
 
 class StyleData(_Strict):
@@ -171,7 +211,8 @@ class StyleData(_Strict):
     @model_validator(mode="after")
     def _source(self) -> "StyleData":
         if self.source == "import" and not self.files:
-            raise ValueError("source 'import' needs files: [{measured: ..mrc, angles_file: ..tlt}]")
+            raise ValueError("source 'import' needs files: [{measured: ..mrc, angles_file: ..tlt}] "
+                             "(or mdoc: ..mdoc instead of angles_file)")
         if self.source == "microscope" and self.files:
             raise ValueError("files are given but source is 'microscope' (set source: import)")
         return self
@@ -266,10 +307,24 @@ def deprecations(cfg: RunConfig, source: str | None = None) -> list[str]:
     ]
 
 
+#: Keys removed when the specimen moved to volts (issue 11), with what replaces them.
+_REMOVED_KEYS = {
+    "phase_per_unit": "the specimen is a potential in volts now; the phase is sigma_e(U) x "
+                      "the projected potential (docs/microscope.md)",
+    "max_phase_rad": "the specimen is a potential in volts now; nothing is scaled to a "
+                     "maximum phase (docs/microscope.md)",
+    "amplitude_contrast": "amplitude contrast comes from the specimen's absorption potential; "
+                          "absorption_ratio sets it for specimens without one",
+}
+
+
 def _explain(exc: ValidationError, source: str) -> InputError:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
+        gone = _REMOVED_KEYS.get(str(err["loc"][-1]))
+        if gone:
+            return InputError(f"{source}: '{where}' was removed: {gone}")
         return InputError(f"{source}: unknown key '{where}'")
     return InputError(f"{source}: {where}: {err['msg']}")
 

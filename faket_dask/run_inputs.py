@@ -7,6 +7,7 @@ Tilts are numbered from 1, with their angle, as IMOD and SerialEM users count th
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +26,11 @@ class StyleFile:
     """What the plan knows of one imported style stack after its checks."""
 
     path: Path
-    angles_deg: np.ndarray      # in the file's order
+    angles_deg: np.ndarray      # of the kept tilts, in the file's order
     pixel_size_A: float
-    shape: tuple[int, int, int]
-    notices: tuple[str, ...] = ()   # what was assumed reading its header
+    shape: tuple[int, int, int]  # the file's, excluded tilts included
+    notices: tuple[str, ...] = ()   # what was assumed reading its header (and its .mdoc)
+    kept: np.ndarray | None = None  # file positions of angles_deg (None: every tilt)
 
 
 def mrc_info(path: Path, key: str):
@@ -76,7 +78,8 @@ def check_pixel_match(px: float, content_px: float, rtol: float, path: Path, key
         )
 
 
-def check_values(path: Path, angles_deg: np.ndarray | None = None) -> None:
+def check_values(path: Path, angles_deg: np.ndarray | None = None, *,
+                 kept: np.ndarray | None = None) -> None:
     """One streaming pass over an MRC stack: refuse NaN/inf and constant (blank) planes.
 
     Parameters
@@ -84,7 +87,10 @@ def check_values(path: Path, angles_deg: np.ndarray | None = None) -> None:
     path : path
         The MRC file (any mode the reader supports).
     angles_deg : array (T,), optional
-        Angles in the file's order, named in the message.
+        Angles in the file's order, named in the message (of the ``kept`` tilts when given).
+    kept : array of int, optional
+        File positions of the tilts to check (excluded views are not read: they may be the
+        blank ones); default every tilt.
 
     Raises
     ------
@@ -96,9 +102,16 @@ def check_values(path: Path, angles_deg: np.ndarray | None = None) -> None:
 
     arr = MrcArray(path)
     n = arr.shape[0]
+    if kept is not None:
+        kept = np.asarray(kept, np.int64)
+        if angles_deg is not None:  # angles by file position, for the message
+            full = np.full(n, np.nan)
+            full[kept] = angles_deg
+            angles_deg = full
     plane = int(np.prod(arr.shape[1:])) * 4
     rows = max(1, _BLOCK_BYTES // max(plane, 1))
-    for start, block in arr.iter_blocks(rows):
+    blocks = arr.iter_blocks(rows) if kept is None else ((int(i), arr[int(i): int(i) + 1]) for i in kept)
+    for start, block in blocks:
         flat = block.reshape(block.shape[0], -1)
         for j in range(flat.shape[0]):
             v = flat[j]
@@ -113,7 +126,7 @@ def check_values(path: Path, angles_deg: np.ndarray | None = None) -> None:
 
 def check_style_file(
     path: Path,
-    angles_file: Path,
+    angles_file: Path | None,
     *,
     key: str,
     content_angles_deg: np.ndarray,
@@ -121,35 +134,72 @@ def check_style_file(
     pixel_size_A: float | None,
     match_angles: str,
     pixel_size_rtol: float,
+    mdoc: Path | None = None,
+    exclude_tilts: Sequence[int] = (),
 ) -> StyleFile:
     """Every check of one imported style stack (``style_data.files[k]``).
 
-    Header (3D, pixel size), its angle file (count, at least two distinct angles, angles
-    pairing with the content's by angle under ``match_angles``), pixel size against the
-    content's, then the values (NaN/inf, blank tilts).
+    Header (3D, pixel size), its angles — the ``.tlt`` ``angles_file`` or the SerialEM ``.mdoc``
+    ``mdoc``, exactly one (count, at least two distinct angles among the kept tilts, angles
+    pairing with the content's by angle under ``match_angles``) —, ``exclude_tilts`` in range,
+    pixel size (entry, else header, else the ``.mdoc``'s ``PixelSpacing``) against the
+    content's, then the values of the kept tilts (NaN/inf, blank tilts).
+
+    Parameters
+    ----------
+    path : Path
+        The stack (``KEY.measured``).
+    angles_file, mdoc : Path or None
+        ``KEY.angles_file`` / ``KEY.mdoc``, resolved; one of them.
+    exclude_tilts : sequence of int
+        ``KEY.exclude_tilts``: 0-based file positions dropped before the checks.
+
+    Returns
+    -------
+    StyleFile
+        ``angles_deg`` of the kept tilts (file order), ``kept`` their positions; ``notices``
+        hold what the header and ``.mdoc`` left to assumption.
 
     Raises
     ------
     InputError
-        One line naming the file (or its angle file) and the fix.
+        One line naming the file (or its angle file / ``.mdoc``) and the fix.
     """
-    from .formats.mrc import read_tlt
+    from .formats.mdoc import check_sections, kept_views, mdoc_pixel_size, read_mdoc
+    from .formats.mrc import check_angles, read_tlt
 
     info = mrc_info(path, f"{key}.measured")
     if len(info.shape) != 3:
         raise InputError(f"{path}: a style tilt-series must be 3D (tilts, y, x), got {info.shape}")
-    if not angles_file.is_file():
-        raise InputError(f"{angles_file}: angles file ({key}.angles_file) not found")
-    tlt = read_tlt(angles_file)
-    if len(tlt) != info.shape[0]:
-        raise InputError(f"{angles_file}: {len(tlt)} angles for the {info.shape[0]} tilts of {path}")
-    match_tilts(content_angles_deg, tlt, target="the content (acquisition)",
-                source=f"{path} ({angles_file.name})", mode=match_angles,
+    notices = list(info.notices)
+    if (angles_file is None) == (mdoc is None):
+        raise InputError(f"{path}: give its tilt angles by {key}.angles_file or {key}.mdoc, one of them")
+    if mdoc is not None:
+        if not mdoc.is_file():
+            raise InputError(f"{mdoc}: .mdoc ({key}.mdoc) not found")
+        tilts = read_mdoc(mdoc)
+        check_sections(tilts, info)
+        angles, source = tilts.angles_deg, mdoc
+        px, px_notices = mdoc_pixel_size(info, tilts, pixel_size_A, hint=entry_hint(key))
+        notices += list(tilts.notices) + list(px_notices)
+    else:
+        assert angles_file is not None
+        if not angles_file.is_file():
+            raise InputError(f"{angles_file}: angles file ({key}.angles_file) not found")
+        angles, source = read_tlt(angles_file), angles_file
+        if len(angles) != info.shape[0]:
+            raise InputError(f"{angles_file}: {len(angles)} angles for the {info.shape[0]} tilts of {path}")
+        px = pixel_size(info, pixel_size_A, key, kind="tiltseries")
+    kept = kept_views(exclude_tilts, info.shape[0], path, option=f"{key}.exclude_tilts")
+    angles = check_angles(angles[kept], f"{source}" + (" (kept tilts)" if kept.size < info.shape[0] else ""))
+    match_tilts(content_angles_deg, angles, target="the content (acquisition)",
+                source=f"{path} ({source.name})", mode=match_angles,
                 option=MATCH_OPTION)
-    px = pixel_size(info, pixel_size_A, key, kind="tiltseries")
     check_pixel_match(px, content_pixel_size_A, pixel_size_rtol, path, key)
-    check_values(path, tlt)
-    return StyleFile(path, tlt, px, tuple(int(s) for s in info.shape), tuple(info.notices))
+    every = kept.size == info.shape[0]
+    check_values(path, angles, kept=None if every else kept)
+    return StyleFile(path, angles, px, tuple(int(s) for s in info.shape), tuple(notices),
+                     None if every else kept)
 
 
 def check_noiseless_partner(path: Path, measured: StyleFile, key: str) -> tuple[str, ...]:
@@ -160,6 +210,6 @@ def check_noiseless_partner(path: Path, measured: StyleFile, key: str) -> tuple[
     if tuple(info.shape) != measured.shape:
         raise InputError(f"{path}: noiseless shape {tuple(info.shape)} differs from "
                          f"{measured.path} {measured.shape}")
-    check_values(path, measured.angles_deg)
+    check_values(path, measured.angles_deg, kept=measured.kept)
     return tuple(info.notices)
 

@@ -73,10 +73,29 @@ def test_mtf_unity_at_zero_and_decreasing():
 
 def test_underfocus_makes_matter_dark():
     v = np.zeros((64, 64))
-    v[28:36, 28:36] = 1.0  # a blob of matter
-    lam = km.expected_counts(v, 0.0, 10.0, dose_e_per_A2=1.0, phase_per_unit=0.1, defocus_um=-3.0,
-                             ice_phase_std_rad=0.0)
+    v[28:36, 28:36] = 500.0  # a blob of matter: 500 V·Å, ~0.33 rad at 300 kV
+    lam = km.expected_counts(v, 0.0, 10.0, dose_e_per_A2=1.0, defocus_um=-3.0,
+                             absorption_ratio=0.07, ice_phase_std_rad=0.0)
     assert lam[30:34, 30:34].mean() < lam[:8, :8].mean()
+
+
+def test_weak_object_limit_is_the_linear_ctf():
+    """The exit-wave model reduces to ``1 + 2 CTF ⊛ φ`` with ``A = α/φ / sqrt(1 + (α/φ)²)``."""
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((64, 64)) * 2.0                    # ~1e-3 rad: deep in the weak limit
+    ratio = 0.07 / math.sqrt(1 - 0.07**2)
+    kw = dict(defocus_um=-3.0, bfactor_A2=50.0, mtf_a=1.0, mtf_b=1e9, mtf_c=1e9)
+    lam = km.expected_counts(v, 0.0, 4.0, dose_e_per_A2=1.0 / 16, absorption_ratio=ratio,
+                             ice_thickness_A=0.0, **kw)
+    from faket_dask.kernels.potential import interaction_constant
+
+    phi = interaction_constant(300) * v
+    ctf = km.ctf_2d(64, 64, 4.0, -3.0, amplitude_contrast=0.07, bfactor_A2=50.0) / math.sqrt(1 - 0.07**2)
+    lin = 1 + 2 * np.fft.ifft2(np.fft.fft2(phi) * ctf).real
+    mtf = km.detector_mtf(64, 64, mtf_a=1.0, mtf_b=1e9, mtf_c=1e9)
+    lin = np.fft.ifft2(np.fft.fft2(lin) * mtf).real
+    # second-order terms are ~phi² ≈ 1e-6
+    np.testing.assert_allclose(lam, lin, atol=2e-5)
 
 
 # ---------------------------------------------------------------- stage: statistics
@@ -87,7 +106,8 @@ def test_mean_counts_match_dose_and_ice(client):
     out = simulate_microscope(_flat(), seed=3, params=p)
     a = out.values.astype(np.float64)
     dose_px = p.total_dose_e_per_A2 / ANGLES.size * 10.0**2
-    expect = dose_px * km.attenuation(ANGLES, p.ice_thickness_A, p.inelastic_mfp_A)
+    assert out.attrs["ice_thickness_A"] == 1500.0            # no specimen: the stated default
+    expect = dose_px * km.attenuation(ANGLES, out.attrs["ice_thickness_A"], p.inelastic_mfp_A)
     means = a.mean(axis=(1, 2))
     # Poisson: std of the mean = sqrt(λ / N); allow 5 sigma.
     tol = 5 * np.sqrt(expect / a[0].size)
@@ -145,8 +165,8 @@ def test_output_chunks_follow_input(client):
 
 def test_signal_correlates_with_noiseless(client):
     """Low-pass measured correlates positively with noiseless (both dark where matter is)."""
-    ts = _random_ts(shape=(3, 64, 64))
-    p = MicroscopeParams(total_dose_e_per_A2=3000.0, max_phase_rad=0.5, defocus_um=-6.0)
+    ts = _random_ts(shape=(3, 64, 64)) * 20.0          # ~0.5 rad of phase (V: 0..20 V)
+    p = MicroscopeParams(total_dose_e_per_A2=3000.0, defocus_um=-6.0)
     m = simulate_microscope(ts, seed=0, params=p).values[1].astype(np.float64)
     c = ts.values[1].astype(np.float64)
 
@@ -166,9 +186,12 @@ def test_kernel_defaults_are_the_params():
 
     p = MicroscopeParams()
     kw = inspect.signature(km.expected_counts).parameters
-    for name in ("defocus_um", "voltage_kV", "cs_mm", "amplitude_contrast", "bfactor_A2",
-                 "ice_thickness_A", "inelastic_mfp_A", "mtf_a", "mtf_b", "mtf_c"):
+    for name in ("defocus_um", "voltage_kV", "cs_mm", "bfactor_A2",
+                 "inelastic_mfp_A", "mtf_a", "mtf_b", "mtf_c"):
         assert kw[name].default == getattr(p, name), name
+    from faket_dask.params import ICE_THICKNESS_A
+
+    assert kw["ice_thickness_A"].default == ICE_THICKNESS_A and p.ice_thickness_A is None
     assert kw["ice_phase_std_rad"].default == 0.0
 
 
@@ -202,3 +225,89 @@ def test_cli_microscope(tmp_path):
     proc = run_cli("microscope", store, "--workers", 1)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "exists" in proc.stderr
+
+
+# ---------------------------------------------------------------- physical units
+
+
+@pytest.mark.parametrize("kv, tabulated", [(100, 9.244e-4), (200, 7.288e-4), (300, 6.526e-4)])
+def test_interaction_constant_against_tabulated(kv, tabulated):
+    """σ_e(U) in rad/(V·Å): Kirkland (2010) Table/eq. 5.6 values, within 0.5 %."""
+    from faket_dask.kernels.potential import interaction_constant
+
+    assert interaction_constant(kv) == pytest.approx(tabulated, rel=5e-3)
+
+
+def test_potential_constant_and_ice_potential():
+    from faket_dask.kernels import potential as pot
+
+    assert pot.POTENTIAL_PER_SCATTERING_V_A2 == pytest.approx(47.878, abs=1e-3)
+    # independent-atom ice: linear in density; at 1 g/cm³ within 10 % of the measured mean
+    # inner potential of liquid water, 4.48 ± 0.19 V (Yesibolati et al. 2020, PRL 124:065502)
+    assert pot.ice_potential_V(1.0) == pytest.approx(4.48, rel=0.10)
+    assert pot.ice_potential_V(0.94) == pytest.approx(0.94 * pot.ice_potential_V(1.0), rel=1e-12)
+    assert pot.protein_potential_V() > pot.ice_potential_V() > 0
+    assert pot.gold_potential_V() > 3 * pot.protein_potential_V()
+
+
+@pytest.mark.parametrize("angle", [0.0, 60.0])
+def test_homogeneous_slab_phase(client, angle):
+    """A slab of V0 = 2 V and t = 200 Å gives a phase σ_e V0 t / cos θ (within 1 %)."""
+    from faket_dask.kernels.potential import interaction_constant
+    from faket_dask.stages.microscope import specimen_phase
+
+    px, v0, t_vox = 10.0, 2.0, 20
+    vol = np.zeros((96, 8, 160), np.float32)
+    vol[38:38 + t_vox] = v0
+    ts = fd.project(fd.volume(vol, px), [angle])
+    ph = specimen_phase(ts).values[0]
+    expect = interaction_constant(300) * v0 * t_vox * px / math.cos(math.radians(angle))
+    centre = ph[:, 60:100]                       # rays that cross the whole slab
+    np.testing.assert_allclose(centre, expect, rtol=0.01)
+
+
+def test_ice_phase_noise_from_density_fluctuations():
+    """The ice noise std follows the stated formula: ∝ sqrt(path) / pixel, ∝ σ_e."""
+    from faket_dask.kernels.potential import interaction_constant
+
+    a = km.ice_phase_std_rad(1280.0, 10.0)
+    assert 0.005 < a < 0.05                      # ~0.015 rad: weak, as real ice at 10 Å pixels
+    assert km.ice_phase_std_rad(4 * 1280.0, 10.0) == pytest.approx(2 * a)
+    assert km.ice_phase_std_rad(1280.0, 5.0) == pytest.approx(2 * a)
+    assert km.ice_phase_std_rad(1280.0, 10.0, 100.0) == pytest.approx(
+        a * interaction_constant(100) / interaction_constant(300))
+    assert km.ice_phase_std_rad(0.0, 10.0) == 0.0
+
+
+def test_absorption_darkens_gold_like_objects():
+    """A strongly absorbing object (gold) is dark in focus-independent ways: its mean counts drop
+    by exp(-2 σ_e ∫W) at low frequencies."""
+    from faket_dask.kernels.potential import interaction_constant
+
+    v = np.zeros((128, 128))
+    yy, xx = np.mgrid[:128, :128]
+    disc = (yy - 64) ** 2 + (xx - 64) ** 2 < 20 ** 2
+    v[disc] = 2500.0                              # V·Å: gold bead ~ 25 V × 100 Å
+    w = 0.3 * v
+    kw = dict(dose_e_per_A2=1.0, ice_phase_std_rad=0.0, defocus_um=-3.0, ice_thickness_A=0.0)
+    lam = km.expected_counts(v, 0.0, 10.0, absorption_proj_VA=w, **kw)
+    flat = km.expected_counts(np.zeros_like(v), 0.0, 10.0, **kw)
+    inside = lam[54:74, 54:74].mean() / flat.mean()
+    assert inside == pytest.approx(np.exp(-2 * interaction_constant(300) * 750.0), rel=0.1)
+
+
+def test_cli_write_phase_and_specimen_absorption(tmp_path):
+    """``microscope --write-phase`` writes the phase; the specimen's thickness sets the ice."""
+    store = tmp_path / "run.zarr"
+    ts = _random_ts(shape=(5, 32, 32))
+    fd.save(ts, store, "tomo_000/tiltseries", name="noiseless")
+    proc = run_cli("microscope", store, "--write-phase", "--workers", 1)
+    assert proc.returncode == 0, proc.stderr
+    ph = fd.open_var(store, "tomo_000/tiltseries/phase")
+    from faket_dask.kernels.potential import interaction_constant
+
+    np.testing.assert_allclose(ph.values, -ts.values * 10.0 * interaction_constant(300), rtol=1e-5)
+    assert ph.attrs["units"] == "rad"
+    proc = run_cli("microscope", store, "--ice-thickness", -5, "--overwrite", "--workers", 1)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "--ice-thickness" in proc.stderr

@@ -265,3 +265,41 @@ def test_cli_empty_table_derives_from_class_mask(tmp_path):
     # bad destination: refused before anything is read
     proc = run_cli("export-particles", store, tmp_path / "p.json")
     assert proc.returncode == 2 and "unknown particle-list format" in proc.stderr
+
+
+# -- tables with filaments, and tables written before the size columns ---------------------------
+def test_filament_paths_and_size_columns_round_trip(tmp_path):
+    """The filament path (dim ``filament_point``) and the per-object sizes travel with the table;
+    a table stored without the size columns reads back with zeros; exports keep one line per
+    object."""
+    from faket_dask.kernels.specimen_placement import EXTRA_COLUMNS, FILAMENT_COLUMNS
+    from faket_dask.stages.particles import filament_paths
+
+    t = table([("actin", 13, 5.0, 6.0, 7.0), ("fiducial", 14, 20.0, 12.0, 8.0)])
+    t["length_A"] = np.array([40.0, 0.0])
+    t["bead_radius_A"] = np.array([0.0, 31.5])
+    path = np.array([[3.0, 6.0, 7.0], [4.0, 6.0, 7.0], [5.0, 6.0, 7.0], [6.0, 6.0, 7.0], [7.0, 6.0, 7.0]])
+    t["filament_id"] = np.ones(len(path), np.uint32)
+    for j, a in enumerate("xyz"):
+        t[f"filament_{a}"] = path[:, j]
+    t["filament_nx"], t["filament_ny"], t["filament_nz"] = np.zeros(5), np.ones(5), np.zeros(5)
+    parts = particles_dataset(t, PIX, {"source": "test"})
+    assert parts.sizes == {"particle": 2, "filament_point": 5}
+    spec = xr.Dataset({"density": datamodel.volume(np.zeros(SHAPE, np.float32), PIX, name="density")})
+    spec.attrs.update(pixel_size_A=PIX)
+    store = tmp_path / "run.zarr"
+    write_specimen(spec, parts, store, 0, progress=None)
+    p = open_particles(store, 0)
+    for c in FILAMENT_COLUMNS + EXTRA_COLUMNS:
+        assert np.array_equal(p[c].values, parts[c].values), c
+    paths = filament_paths(p)
+    assert list(paths) == [1] and np.array_equal(paths[1], path)
+    assert len(pd.read_csv(export_particles(p, tmp_path / "p.csv"))) == 2
+    assert len(starfile.read(export_particles(p, tmp_path / "p.star"), always_dict=True)["particles"]) == 2
+    # an older table (no size columns, no filaments): the sizes read as 0
+    old = particles_dataset(table([("a", 1, 1.0, 2.0, 3.0)]), PIX).drop_vars(list(EXTRA_COLUMNS))
+    store2 = tmp_path / "old.zarr"
+    write_specimen(spec, old, store2, 0, progress=None)
+    p2 = open_particles(store2, 0)
+    assert all(np.array_equal(p2[c].values, [0.0]) for c in EXTRA_COLUMNS)
+    assert filament_paths(p2) == {}

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from faket_dask.runlock import LOCK_NAME, LockInfo, RunLock, RunLockedError, read_lock
-from pipeline_helpers import EXE, cli, env, write_config
+from pipeline_helpers import EXE, TINY, cli, env, write_config
 
 HOST = socket.gethostname()
 
@@ -187,7 +187,8 @@ def snapshot(path: Path) -> dict[Path, tuple[int, int]]:
 
 
 def test_second_run_on_a_live_runs_output_is_refused_and_changes_nothing(tmp_path):
-    cfg = write_config(tmp_path / "run.yaml")
+    # more particles than the tiny volume holds: the run warns (checked at the end)
+    cfg = write_config(tmp_path / "run.yaml", specimens={**TINY["specimens"], "particles": 400})
     out = tmp_path / "out"
     log = tmp_path / "a.log"
     a = start_run(cfg, log)

@@ -1,5 +1,8 @@
-"""Specimen generator: determinism, no overlaps, labels agree with density, table matches the
-rendering, chunk invariance, class sizes, particle-list exports, CLI."""
+"""Specimen generator: determinism, no overlaps, labels agree with the potential, table matches
+the rendering, chunk invariance, class sizes, particle-list exports, CLI.
+
+The helpers (:func:`table_of`, :func:`one_row`, :func:`envelope_spheres`) are shared with
+``tests/test_specimen_*.py``."""
 from __future__ import annotations
 
 import os
@@ -14,16 +17,32 @@ import pytest
 
 from faket_dask import store as st
 from faket_dask.kernels import specimen as K
-from faket_dask.kernels.specimen_placement import COLUMNS, random_rotations, rotation_matrices
-from faket_dask.kernels.specimen_templates import builtin_classes, procedural_class
+from faket_dask.kernels import specimen_membranes as mem
+from faket_dask.kernels.specimen_placement import (
+    EXCLUSION_MARGIN_VOXELS,
+    FILAMENT_COLUMNS,
+    random_rotations,
+    rotation_matrices,
+)
+from faket_dask.kernels.specimen_templates import (
+    PROTEIN_CONTRAST_V,
+    builtin_classes,
+    procedural_class,
+)
 from faket_dask.stages.particle_export import export_particles
-from faket_dask.stages.particles import open_particles
-from faket_dask.stages.specimen import build_classes, generate_specimen, write_specimen
+from faket_dask.stages.particles import filament_paths, open_particles
+from faket_dask.stages.specimen import (
+    EXTRA_CLASSES,
+    build_classes,
+    generate_specimen,
+    write_specimen,
+)
 from faket_dask.store.layout import specimen_group
 
 EXE = str(Path(sys.executable).with_name("faket-dask"))
 SHAPE = (64, 80, 80)
 PIX = 10.0
+VOLUMES = ("density", "absorption", "class_mask", "occupancy")
 
 
 def gen(seed=1, **kw):
@@ -32,7 +51,50 @@ def gen(seed=1, **kw):
         kw.setdefault("n_particles", 30)
         kw.setdefault("n_vesicles", 1)
         kw.setdefault("n_fiducials", 3)
-        return generate_specimen(SHAPE, PIX, seed, **kw)
+        kw.setdefault("n_actin", 1)
+        return generate_specimen(kw.pop("shape", SHAPE), kw.pop("pixel_size_A", PIX), seed, **kw)
+
+
+def table_of(parts) -> dict[str, np.ndarray]:
+    """The kernel table (every column and the filament paths) of a particles Dataset."""
+    return {c: np.asarray(parts[c].values) for c in parts.data_vars}
+
+
+def one_row(table: dict, r: int) -> dict:
+    """Row ``r`` alone (its filament path renumbered to id 1)."""
+    out = {c: v[r:r + 1] for c, v in table.items() if not c.startswith("filament_")}
+    fid = np.asarray(table.get("filament_id", np.zeros(0)))
+    sel = fid == r + 1
+    for c in FILAMENT_COLUMNS:
+        if c in table:
+            out[c] = np.asarray(table[c])[sel]
+    if sel.any():
+        out["filament_id"] = np.ones(int(sel.sum()), np.uint32)
+    return out
+
+
+def envelope_spheres(table: dict, classes, px: float) -> list[np.ndarray]:
+    """Per row: its exclusion spheres ``(z, y, x, r)`` in voxels (margin included)."""
+    out = []
+    fids = np.asarray(table.get("filament_id", np.zeros(0)))
+    for r in range(len(table["x"])):
+        cls = classes[int(table["class_id"][r]) - 1]
+        c = np.array([table["z"][r], table["y"][r], table["x"][r]])
+        m = EXCLUSION_MARGIN_VOXELS
+        if cls.kind == "filament":
+            sel = fids == r + 1
+            p = np.stack([table["filament_z"][sel], table["filament_y"][sel], table["filament_x"][sel]], 1)
+            out.append(np.c_[p, np.full(len(p), cls.filament.tube_radius_A / px + m)])
+        elif cls.kind == "shell":
+            out.append(np.r_[c, (table["shell_radius_A"][r] + mem.ENVELOPE_HALF_A) / px + m][None])
+        elif cls.kind == "ball":
+            out.append(np.r_[c, table["bead_radius_A"][r] / px + m][None])
+        else:
+            env = cls.envelope_spheres_A(px)
+            rot = rotation_matrices(np.array([table["rot"][r], table["tilt"][r], table["psi"][r]]))[0]
+            xyz = env[:, :3] @ rot.T / px
+            out.append(np.c_[xyz[:, ::-1] + c, env[:, 3] / px + m])
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +107,7 @@ def test_same_seed_identical_different_seed_differs(rendered):
     spec, parts = rendered
     again, parts2 = gen(1, cy=40, cz=12)
     again = again.compute()
-    for v in ("density", "class_mask", "occupancy"):
+    for v in VOLUMES:
         assert np.array_equal(spec[v].values, again[v].values), v
     assert parts.equals(parts2)
     other, parts3 = gen(2)
@@ -56,70 +118,89 @@ def test_same_seed_identical_different_seed_differs(rendered):
 def test_chunked_equals_one_piece(rendered):
     spec, parts = rendered
     classes = build_classes(PIX)
-    table = {c: parts[c].values for c in COLUMNS}
-    d, m, o = K.render_block(table, classes, (0, 0, 0), SHAPE, PIX)
-    assert np.array_equal(spec["density"].values, d)
-    assert np.array_equal(spec["class_mask"].values, m)
-    assert np.array_equal(spec["occupancy"].values, o)
-    assert spec["density"].dtype == np.float32 and m.dtype == np.uint8 and o.dtype == np.uint32
+    table = table_of(parts)
+    d, a, m, o = K.render_block(table, classes, (0, 0, 0), SHAPE, PIX)
+    for v, x in zip(VOLUMES, (d, a, m, o)):
+        assert np.array_equal(spec[v].values, x), v
+    assert d.dtype == a.dtype == np.float32 and m.dtype == np.uint8 and o.dtype == np.uint32
     # an odd block anywhere equals the same window of the whole
-    d2, m2, o2 = K.render_block(table, classes, (7, 13, 21), (17, 29, 33), PIX)
-    assert np.array_equal(d2, d[7:24, 13:42, 21:54])
+    d2, a2, m2, o2 = K.render_block(table, classes, (7, 13, 21), (17, 29, 33), PIX)
+    assert np.array_equal(d2, d[7:24, 13:42, 21:54]) and np.array_equal(a2, a[7:24, 13:42, 21:54])
     assert np.array_equal(o2, o[7:24, 13:42, 21:54])
 
 
 def test_contents_and_no_overlaps(rendered):
     _, parts = rendered
     names = list(parts["class_name"].values)
-    assert "vesicle" in names and "fiducial" in names
-    assert sum(n not in ("vesicle", "fiducial") for n in names) >= 10
+    assert "vesicle" in names and "fiducial" in names and "actin" in names
+    assert sum(n not in EXTRA_CLASSES for n in names) >= 10
+    spheres = envelope_spheres(table_of(parts), build_classes(PIX), PIX)
+    for i in range(len(spheres)):
+        for j in range(i + 1, len(spheres)):
+            a, b = spheres[i], spheres[j]
+            d = np.sqrt(((a[:, None, :3] - b[None, :, :3]) ** 2).sum(-1))
+            assert np.all(d >= a[:, None, 3] + b[None, :, 3] - 1e-9), (i, j)
+    # every object's centre lies inside the volume
     c = np.stack([parts[k].values for k in ("z", "y", "x")], 1)
-    r = parts["radius_A"].values / PIX
-    dist = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1))
-    iu = np.triu_indices(len(r), 1)
-    assert np.all(dist[iu] >= (r[:, None] + r[None])[iu])
-    # every bounding sphere lies inside the volume
-    assert np.all(c - r[:, None] >= -0.5) and np.all(c + r[:, None] <= np.array(SHAPE) - 0.5)
+    assert np.all(c >= -0.5) and np.all(c <= np.array(SHAPE) - 0.5)
 
 
 def test_labels_agree_with_density(rendered):
+    """One object per voxel: the potential of every voxel is that of ONE object rendered alone
+    (its owner, the labelling one where there is a label), labels of two objects never overlap,
+    and labels sit where the owner's potential reaches its class threshold."""
     spec, parts = rendered
-    d, m, o = (spec[v].values for v in ("density", "class_mask", "occupancy"))
+    d, a, m, o = (spec[v].values for v in VOLUMES)
     thr = np.asarray(spec["class_mask"].attrs["thresholds"])
+    ratios = np.asarray(spec["absorption"].attrs["absorption_ratios"])
+    names = spec["class_mask"].attrs["class_names"]
     cid = parts["class_id"].values
+    classes = build_classes(PIX)
+    table = table_of(parts)
     assert np.array_equal(m > 0, o > 0)
     labelled = o > 0
-    # occupancy id <-> table row, class mask = the row's class, density above its threshold
     assert np.array_equal(m[labelled], cid[o[labelled] - 1])
-    assert np.all(d[labelled] >= thr[m[labelled] - 1])
-    # unlabelled voxels: density below the threshold of the particle whose sphere holds them
-    zz, yy, xx = np.indices(SHAPE)
-    owner = np.zeros(SHAPE, dtype=np.int64)
-    for i in range(parts.sizes["particle"]):
-        rr = parts["radius_A"].values[i] / PIX
-        inside = ((zz - parts["z"].values[i]) ** 2 + (yy - parts["y"].values[i]) ** 2
-                  + (xx - parts["x"].values[i]) ** 2) <= rr ** 2
-        assert not np.any(owner[inside]), "spheres overlap"
-        owner[inside] = i + 1
-    assert np.all(d[owner == 0] == 0)                       # no density outside the objects
-    bg = (~labelled) & (owner > 0)
-    assert np.all(d[bg] < thr[cid[owner[bg] - 1] - 1])
-    assert np.all(o[labelled] == owner[labelled])
-    assert spec["class_mask"].attrs["class_names"][-2:] == ["vesicle", "fiducial"]
+    explained = np.zeros(SHAPE, bool)
+    n_labels = np.zeros(SHAPE, np.int32)
+    for r in range(len(cid)):
+        da, _, ma, oa = K.render_block(one_row(table, r), classes, (0, 0, 0), SHAPE, PIX)
+        n_labels += oa > 0
+        mine = o == r + 1
+        assert np.array_equal(d[mine], da[mine]) and np.all(oa[mine] == 1)
+        explained |= (d == da) & (da != 0)
+    assert n_labels.max() <= 1, "two objects label the same voxel"
+    assert np.all(explained | (d == 0)), "a voxel's potential is no single object's"
+    assert np.all(a == 0) == np.all(d == 0) and np.all(a[d == 0] == 0)
+    rules = spec["class_mask"].attrs["label_rules"]
+    for k in np.unique(m[labelled]):
+        sel = m == k
+        if rules[k - 1] == "potential >= threshold":
+            assert np.all(d[sel] >= np.float32(thr[k - 1]))
+        elif rules[k - 1] == "centre in the envelope":      # proteins: matter everywhere inside
+            assert np.all(d[sel] > 0) and d[sel].mean() > 0.3 * PROTEIN_CONTRAST_V
+        assert np.allclose(a[sel], ratios[k - 1] * d[sel], rtol=1e-6, atol=0)
+    assert names[-4:] == ["vesicle", "fiducial", "actin", "microtubule"]
 
 
 def test_table_matches_rendering(rendered):
     spec, parts = rendered
     o = spec["occupancy"].values
     d = spec["density"].values
+    paths = filament_paths(parts)
     for i in range(parts.sizes["particle"]):
+        name = parts["class_name"].values[i]
         vox = np.argwhere(o == i + 1)
-        assert len(vox), f"particle {i + 1} ({parts['class_name'].values[i]}) has no labelled voxel"
+        assert len(vox), f"particle {i + 1} ({name}) has no labelled voxel"
+        if name == "actin":
+            assert set(paths) == {i + 1}
+            continue
         com = vox.mean(0)
         want = np.array([parts[k].values[i] for k in ("z", "y", "x")])
         assert np.abs(com - want).max() < 1.0, (i, com, want)
-        if parts["class_name"].values[i] == "fiducial":
-            assert d[o == i + 1].max() > 5                  # gold is much denser than protein
+        if name == "fiducial":
+            assert d[o == i + 1].max() > 20                 # gold: 25 V above ice at its centre
+        elif name not in EXTRA_CLASSES:                     # protein: a few volts (lumpy atoms)
+            assert 0.3 * PROTEIN_CONTRAST_V < d[o == i + 1].max() < 4 * PROTEIN_CONTRAST_V
 
 
 def test_builtin_classes_shapes_and_sizes():
@@ -134,6 +215,15 @@ def test_builtin_classes_shapes_and_sizes():
                                   / np.linalg.eigvalsh(np.cov(c.atoms_A.T)).max(), 2).tobytes()
                  for c in classes}
     assert len(set(shape_sig.values())) == len(classes)
+    # molecular volumes (the lobes' union) grow with the nominal size, below the nominal sphere
+    vols = np.array([c.volume_A3 for c in classes])
+    assert vols[-1] > 100 * vols[0] and np.all(vols > 0)
+    assert np.all(vols < np.pi / 6 * (diam_nm * 10) ** 3)
+    # labels are the envelope (the lobes all atoms lie in)
+    for c in classes:
+        env = c.envelope_A
+        d = np.sqrt(((c.atoms_A[:, None] - env[None, :, :3]) ** 2).sum(-1)) - env[None, :, 3]
+        assert c.label_envelope and np.all(d.min(1) <= 1e-9)
 
 
 def test_rotations_uniform():
@@ -153,13 +243,17 @@ def test_templates_dir(tmp_path):
     m[14:18, 10:14, 14:20] = 1
     write_mrc(tmp_path / "ell.mrc", m, voxel_size=5.0, stack=False)
     spec, parts = generate_specimen((40, 64, 64), PIX, 0, n_particles=3, n_vesicles=0,
-                                    n_fiducials=0, templates_dir=tmp_path, cy=8, cz=5)
+                                    n_fiducials=0, templates_dir=tmp_path, cy=8, cz=5,
+                                    template_units="normalised")
     assert parts.sizes["particle"] == 3
     assert set(parts["class_name"].values) == {"ell"}
     s = spec.compute()
     whole, _ = generate_specimen((40, 64, 64), PIX, 0, n_particles=3, n_vesicles=0,
-                                 n_fiducials=0, templates_dir=tmp_path)
+                                 n_fiducials=0, templates_dir=tmp_path, template_units="normalised")
     assert np.array_equal(s["density"].values, whole["density"].values)
+    # a normalised map is scaled to volts: its labelled core is about protein minus ice, not 1
+    core = s["density"].values[s["occupancy"].values > 0]
+    assert 0.5 * PROTEIN_CONTRAST_V < np.median(core) < 1.5 * PROTEIN_CONTRAST_V
     o = s["occupancy"].values
     for i in range(parts.sizes["particle"]):
         com = np.argwhere(o == i + 1).mean(0)
@@ -170,7 +264,7 @@ def test_templates_dir(tmp_path):
     with pytest.raises(InputError, match="not a directory"):
         generate_specimen((32, 48, 48), PIX, 0, templates_dir=tmp_path / "nothing_here")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no \\*.mrc"):
+    with pytest.raises(InputError, match="no template files"):
         generate_specimen((32, 48, 48), PIX, 0, templates_dir=tmp_path / "empty")
 
 
@@ -180,9 +274,15 @@ def test_write_and_exports(rendered, tmp_path, client):
     write_specimen(spec, parts, path, 0, progress=None)
     back = st.open(path, specimen_group(0))
     assert tuple(back["density"].dims) == ("z", "y", "x")
-    assert np.array_equal(back["occupancy"].values, rendered[0]["occupancy"].values)
+    for v in VOLUMES:
+        assert np.array_equal(back[v].values, rendered[0][v].values), v
+    assert back["density"].attrs["units"] == "V" and back["absorption"].attrs["units"] == "V"
     p = open_particles(path, 0)
     assert list(p["class_name"].values) == list(parts["class_name"].values)
+    # the filament paths come back with the table
+    for c in FILAMENT_COLUMNS:
+        assert np.array_equal(p[c].values, parts[c].values), c
+    assert np.array_equal(p["bead_radius_A"].values, parts["bead_radius_A"].values)
     n = p.sizes["particle"]
 
     import starfile
@@ -216,24 +316,44 @@ def run_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env, timeout=180)
 
 
+def assert_one_line(proc, *needles) -> None:
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("faket-dask: error:"), proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
 def test_cli(tmp_path):
     store = tmp_path / "run.zarr"
     proc = run_cli("specimen", store, "--tomo", 0, "--shape", 64, 96, 96, "--pixel-size-A", 10,
-                   "--seed", 5, "--particles", 20, "--vesicles", 1, "--fiducials", 2, "--workers", 1)
+                   "--seed", 5, "--particles", 20, "--vesicles", 1, "--fiducials", 2, "--actin", 1,
+                   "--workers", 1)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     ds = st.open(store, specimen_group(0))
     assert ds["density"].shape == (64, 96, 96) and ds["class_mask"].dtype == np.uint8
-    assert float(ds["density"].max()) > 0
+    assert float(ds["density"].max()) > 20 and float(ds["density"].min()) < 0   # gold; bilayer core
+    assert ds["absorption"].dtype == np.float32
+    parts = open_particles(store, 0)
+    assert "actin" in set(parts["class_name"].values) and "filament_x" in parts
     proc = run_cli("export-particles", store, tmp_path / "particle_locations.txt", "--tomo", 0)
     assert proc.returncode == 0, proc.stderr
     lines = (tmp_path / "particle_locations.txt").read_text().splitlines()
-    assert len(lines) == open_particles(store, 0).sizes["particle"]
-    # existing output without --overwrite, and a bad shape: one line, no traceback
-    proc = run_cli("specimen", store, "--shape", 64, 96, 96, "--seed", 5)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "exists" in proc.stderr
-    proc = run_cli("specimen", tmp_path / "new.zarr", "--shape", 0, 96, 96)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "--shape" in proc.stderr
-    assert not (tmp_path / "new.zarr").exists()
+    assert len(lines) == parts.sizes["particle"]
+    # existing output without --overwrite, and bad values: one line, no traceback
+    assert_one_line(run_cli("specimen", store, "--shape", 64, 96, 96, "--seed", 5), "exists")
+    new = tmp_path / "new.zarr"
+    assert_one_line(run_cli("specimen", new, "--shape", 0, 96, 96), "--shape")
+    assert_one_line(run_cli("specimen", new, "--shape", -16, 96, 96), "--shape")
+    assert_one_line(run_cli("specimen", new, "--shape", 16, 32, 32, "--pixel-size-A", -10), "--pixel-size-A")
+    assert_one_line(run_cli("specimen", new, "--shape", 16, 32, 32, "--particles", -1), "--particles")
+    assert_one_line(run_cli("specimen", new, "--shape", 16, 32, 32, "--actin", -2), "--actin")
+    assert_one_line(run_cli("specimen", new, "--shape", 16, 32, 32, "--microtubules", -1), "--microtubules")
+    assert_one_line(run_cli("specimen", new, "--shape", 16, 32, 32, "--volume-fraction", 0.6), "--volume-fraction")
+    assert_one_line(run_cli("specimen", new, "--shape", 16, 32, 32, "--volume-fraction", 0), "--volume-fraction")
+    assert_one_line(run_cli("specimen", new, "--shape", 16, 32, 32, "--volume-fraction", 0.1,
+                            "--particles", 3), "not both")
+    assert_one_line(run_cli("specimen", new, "--shape", 16, 32, 32, "--volume-fraction", 0.5), "reached")
+    assert_one_line(run_cli("specimen", new, "--shape", 16, 32, 32, "--tomo", -1), "--tomo")
+    assert not new.exists()

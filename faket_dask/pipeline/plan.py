@@ -246,10 +246,13 @@ def plan_run(
         for k, f in enumerate(sd.files):
             key = f"style_data.files[{k}]"
             sf = ri.check_style_file(
-                _resolve(base, f.measured), _resolve(base, f.angles_file), key=key,
+                _resolve(base, f.measured),
+                None if f.angles_file is None else _resolve(base, f.angles_file), key=key,
                 content_angles_deg=angles, content_pixel_size_A=content_px,
                 pixel_size_A=f.pixel_size_A, match_angles=sd.match_angles,
-                pixel_size_rtol=sd.pixel_size_rtol)
+                pixel_size_rtol=sd.pixel_size_rtol,
+                mdoc=None if f.mdoc is None else _resolve(base, f.mdoc),
+                exclude_tilts=f.exclude_tilts)
             file_notices += list(sf.notices)
             if f.noiseless is not None:
                 file_notices += ri.check_noiseless_partner(_resolve(base, f.noiseless), sf, key)

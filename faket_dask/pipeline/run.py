@@ -113,7 +113,7 @@ class Pipeline(StageSteps):
                 files = [sp.templates_dir]
         elif kind == "style_import":
             f = cfg.style_data.files[int(idx)]
-            files = [f.measured, f.noiseless, f.angles_file]
+            files = [f.measured, f.noiseless, f.angles_file, f.mdoc]
         elif kind in ("style_grams", "faket") and cfg.style.weights not in ("random", "imagenet"):
             files = [cfg.style.weights]
         return [_resolve(base, f) for f in files if f]

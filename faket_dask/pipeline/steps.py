@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from .. import datamodel
 from .. import store as st
 from ..errors import FaketError
 from ..run_inputs import MATCH_OPTION
@@ -41,8 +42,9 @@ class StageSteps:
             tdir = _resolve(self.plan.base_dir, sp.templates_dir) if sp.templates_dir else None
             spec, parts = generate_specimen(
                 sp.shape_zyx, px, derived_seed(self.cfg.seed, "specimen", i),
-                n_particles=sp.particles, n_vesicles=sp.vesicles, n_fiducials=sp.fiducials,
-                templates_dir=tdir,
+                n_particles=sp.particles, volume_fraction=sp.volume_fraction,
+                n_vesicles=sp.vesicles, n_fiducials=sp.fiducials, n_actin=sp.actin,
+                n_microtubules=sp.microtubules, templates_dir=tdir, template_units=sp.template_units,
             )
         else:
             from ..formats.convert import load_labels, load_mrc
@@ -54,6 +56,9 @@ class StageSteps:
             dens = load_mrc(_resolve(self.plan.base_dir, f.density), kind="volume",
                             pixel_size_A=f.pixel_size_A, pixel_size_hint=entry_hint(key))
             px = float(dens.attrs["pixel_size_A"])
+            from ..formats.units import to_volts
+
+            dens = to_volts(dens, f.units, str(f.density))
             data = {"density": dens.rename("density").astype(np.float32)}
             if f.class_mask is not None:
                 # labels read as IMOD shows them (signed bytes + 128, unsigned bytes), exact
@@ -87,9 +92,18 @@ class StageSteps:
         """Reference microscope: ``tomo_i/tiltseries/measured`` from the noiseless projections."""
         from ..stages.microscope import simulate_microscope
 
+        from ..stages.projection import project
+
         ts = st.open_var(self.store, st.tiltseries_var(i, "noiseless"))
+        spec = st.open(self.store, st.specimen_group(i))
+        # the absorption potential is projected here, lazily, for the microscope alone: it is
+        # no FakET modality, so it is not stored
+        absorption = (project(spec["absorption"], ts["tilt"].values, device=self.plan.device,
+                              task_bytes=self.task_bytes) if "absorption" in spec else None)
+        thickness = spec.sizes["z"] * datamodel.pixel_size_of(spec["density"])
         m = simulate_microscope(ts, seed=derived_seed(self.cfg.seed, "microscope"), tomo=i,
-                                params=self.cfg.style_data.microscope)
+                                params=self.cfg.style_data.microscope, absorption=absorption,
+                                specimen_thickness_A=thickness)
         st.save(m, self.store, st.tiltseries_group(i), name="measured", overwrite=True,
                 progress=f"microscope {i}")
 
@@ -99,15 +113,18 @@ class StageSteps:
 
         f = self.cfg.style_data.files[k]
         group = st.reference_group(k)
-        tlt = _resolve(self.plan.base_dir, f.angles_file)
+        # angles from the .tlt or the .mdoc (then also doses and acquisition order), the same
+        # tilts excluded from both stacks
+        angles = {"angles_file": None if f.angles_file is None else _resolve(self.plan.base_dir, f.angles_file),
+                  "mdoc": None if f.mdoc is None else _resolve(self.plan.base_dir, f.mdoc),
+                  "exclude_tilts": f.exclude_tilts}
         # import sorts each stack by angle (acquisition order kept as a coordinate), so the
         # measured stack and its noiseless partner stay paired tilt by tilt
         import_mrc(_resolve(self.plan.base_dir, f.measured), self.store, f"{group}/measured",
-                   kind="tiltseries", angles_file=tlt, pixel_size_A=f.pixel_size_A, overwrite=True)
+                   kind="tiltseries", pixel_size_A=f.pixel_size_A, overwrite=True, **angles)
         if f.noiseless is not None:
             import_mrc(_resolve(self.plan.base_dir, f.noiseless), self.store, f"{group}/noiseless",
-                       kind="tiltseries", angles_file=tlt, pixel_size_A=f.pixel_size_A,
-                       overwrite=True)
+                       kind="tiltseries", pixel_size_A=f.pixel_size_A, overwrite=True, **angles)
 
     def noise_model(self) -> None:
         """Estimate the noise model over every style stack (docs/method.md §2)."""

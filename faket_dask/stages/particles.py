@@ -20,7 +20,7 @@ import xarray as xr
 
 from ..errors import InputError
 from ..kernels.mask_components import MaskComponents, OccupancyComponents
-from ..kernels.specimen_placement import COLUMNS
+from ..kernels.specimen_placement import COLUMNS, EXTRA_COLUMNS, FILAMENT_COLUMNS
 from ..store.layout import (
     labels_group,
     labels_particles_group,
@@ -41,7 +41,10 @@ def particles_dataset(table: dict[str, np.ndarray], pixel_size_A: float, attrs: 
     Parameters
     ----------
     table : dict of 1-D arrays
-        The columns :data:`~faket_dask.kernels.specimen_placement.COLUMNS`, all of one length N (0 allowed).
+        The columns :data:`~faket_dask.kernels.specimen_placement.COLUMNS`, all of one length N
+        (0 allowed); optionally :data:`~faket_dask.kernels.specimen_placement.EXTRA_COLUMNS`
+        (missing ones are 0) and the filament paths
+        :data:`~faket_dask.kernels.specimen_placement.FILAMENT_COLUMNS` (one row per point).
     pixel_size_A : float
         Voxel size (Å) of the volume the voxel coordinates ``x, y, z`` refer to.
     attrs : dict, optional
@@ -51,25 +54,55 @@ def particles_dataset(table: dict[str, np.ndarray], pixel_size_A: float, attrs: 
     -------
     xarray.Dataset
         dim ``particle`` (coord 1..N, uint32); ``class_id`` int32, ``class_name`` unicode, the
-        rest float64 (whatever dtypes ``table`` had, so empty tables keep the schema).
+        rest float64 (whatever dtypes ``table`` had, so empty tables keep the schema). When the
+        table has filament points, dim ``filament_point``: ``filament_id`` uint32 (the
+        filament's particle id), ``filament_x/y/z`` (voxel coordinates of the specimen grid,
+        the path's points in order) and ``filament_nx/ny/nz`` (unit normal of the frame carried
+        along the path).
     """
     n = len(table["x"])
     data = {c: ("particle", np.asarray(table[c], dtype=np.float64)) for c in COLUMNS
             if c not in ("class_name", "class_id")}
+    for c in EXTRA_COLUMNS:
+        data[c] = ("particle", np.asarray(table.get(c, np.zeros(n)), dtype=np.float64))
     data["class_id"] = ("particle", np.asarray(table["class_id"]).astype(np.int32))
     names = np.asarray(table["class_name"]).astype(str)
     data["class_name"] = ("particle", names if names.size else np.zeros(0, "<U32"))
-    ds = xr.Dataset({c: data[c] for c in COLUMNS}, coords={"particle": np.arange(1, n + 1, dtype=np.uint32)})
+    ds = xr.Dataset({c: data[c] for c in COLUMNS + EXTRA_COLUMNS},
+                    coords={"particle": np.arange(1, n + 1, dtype=np.uint32)})
     units = {"x": "voxel", "y": "voxel", "z": "voxel", "rot": "degree", "tilt": "degree",
              "psi": "degree", "radius_A": "angstrom", "shell_radius_A": "angstrom"}
+    units.update({c: "angstrom" for c in EXTRA_COLUMNS})
     for k, u in units.items():
         ds[k].attrs["units"] = u
-    ds["radius_A"].attrs["long_name"] = "bounding-sphere radius"
-    ds["shell_radius_A"].attrs["long_name"] = "vesicle radius (0 for other classes)"
+    long = {"radius_A": "bounding-sphere radius of the potential (filaments: tube radius)",
+            "bead_radius_A": "gold bead radius", "length_A": "filament contour length",
+            **{c: f"vesicle semi-axis along the template {a}" for c, a in zip(("shell_radius_A", "shell_b_A", "shell_c_A"), "xyz")}}
+    for k, what in long.items():
+        ds[k].attrs["long_name"] = what + ("" if k == "radius_A" else " (0 for other classes)")
+    fid = np.asarray(table.get("filament_id", np.zeros(0)))
+    if fid.size:
+        ds["filament_id"] = ("filament_point", fid.astype(np.uint32),
+                             {"long_name": "particle id (table row + 1) of the filament the point belongs to"})
+        for c in FILAMENT_COLUMNS[1:]:
+            ds[c] = ("filament_point", np.asarray(table[c], dtype=np.float64))
+        for a in "xyz":
+            ds[f"filament_{a}"].attrs.update(units="voxel", long_name=f"path point {a} (specimen grid)")
+            ds[f"filament_n{a}"].attrs.update(units="1", long_name=f"path frame normal, {a} component")
     ds.attrs.update(attrs or {})
     ds.attrs.update(pixel_size_A=float(pixel_size_A), euler_convention=EULER_CONVENTION,
                     coordinates=COORD_CONVENTION)
     return ds
+
+
+def filament_paths(particles: xr.Dataset) -> dict[int, np.ndarray]:
+    """``{particle id: (n, 3) path points (x, y, z) in voxels}`` of the table's filaments
+    (empty when it has none)."""
+    if "filament_id" not in particles:
+        return {}
+    fid = np.asarray(particles["filament_id"].values)
+    pts = np.stack([np.asarray(particles[f"filament_{a}"].values) for a in "xyz"], 1)
+    return {int(i): pts[fid == i] for i in np.unique(fid)}
 
 
 # -- particle tables from masks -----------------------------------------------------------------
@@ -317,6 +350,9 @@ def _read_table(store: str | Path, group: str) -> xr.Dataset:
     missing = [c for c in COLUMNS if c not in ds]
     if missing:
         raise InputError(f"{store}: {group} lacks {', '.join(missing)}")
+    for c in EXTRA_COLUMNS:                          # tables written before these columns
+        if c not in ds:
+            ds[c] = ("particle", np.zeros(ds.sizes.get("particle", 0)), {"units": "angstrom"})
     return ds
 
 
@@ -365,7 +401,8 @@ def open_particles(
         raise InputError(f"--grid must be specimen or tomogram, got {grid!r}")
     spec, sshape, spx = _specimen_geometry(store, tomo)
     parts = _read_table(store, particles_group(tomo))
-    parts = parts[[c for c in parts.data_vars if c in COLUMNS or c == "n_voxels"]]
+    keep = COLUMNS + EXTRA_COLUMNS + FILAMENT_COLUMNS + ("n_voxels",)
+    parts = parts[[c for c in parts.data_vars if c in keep]]
     if spx is None:
         spx = parts.attrs.get("pixel_size_A")
     if parts.sizes.get("particle", 0) == 0 and derive and spec is not None and "class_mask" in spec:

@@ -8,8 +8,10 @@ generated straight into a Zarr store.
 
 Store layout (:mod:`faket_dask.store.layout`)::
 
-    tomo_NNN/specimen    density float32, class_mask uint8, occupancy uint32   (z, y, x)
+    tomo_NNN/specimen    density float32 (V), absorption float32 (V),
+                         class_mask uint8, occupancy uint32                    (z, y, x)
     tomo_NNN/particles   class_name, class_id, x, y, z, rot, tilt, psi, ...    (particle)
+                         filament_id, filament_x, ...                         (filament_point)
 
 The particle table itself (its schema, tables derived from label masks, reading it back with
 its geometry) is :mod:`faket_dask.stages.particles`; exports (SHREC ``.txt``, RELION 5
@@ -29,78 +31,75 @@ from ..chunking import choose_cy, volume_chunks
 from ..datamodel import volume
 from ..errors import InputError
 from ..kernels.specimen import render_block
-from ..kernels.specimen_placement import place_groups
+from ..kernels.specimen_filaments import actin_class, microtubule_class
+from ..kernels.specimen_membranes import vesicle_class
+from ..kernels.specimen_placement import counts_for_fraction, place_specimen
 from ..kernels.specimen_templates import (
     ClassTemplate,
     builtin_classes,
     fiducial_class,
-    map_class,
-    vesicle_class,
 )
 from ..store.layout import particles_group, specimen_group
-
 from .particles import particles_dataset
 
 
-def load_template_dir(templates_dir: str | Path, pixel_size_A: float) -> list[ClassTemplate]:
-    """One class per ``*.mrc`` in ``templates_dir`` (sorted by name), resampled to the pixel size.
-
-    Raises
-    ------
-    InputError
-        If the directory is missing, holds no ``.mrc``, or a map is unreadable / not 3D / empty.
-    """
-    import mrcfile
-
-    d = Path(templates_dir)
-    if not d.is_dir():
-        raise InputError(f"--templates {d}: not a directory")
-    files = sorted(d.glob("*.mrc"))
-    if not files:
-        raise InputError(f"--templates {d}: no *.mrc files")
-    if len(files) > 250:
-        raise InputError(f"--templates {d}: {len(files)} maps; at most 250 classes fit uint8 class ids")
-    out = []
-    for f in files:
-        try:
-            with mrcfile.open(f, permissive=True) as m:
-                data = np.asarray(m.data, dtype=np.float32)
-                vs = float(m.voxel_size.x)
-        except Exception as e:  # noqa: BLE001 - any reader failure is a user error
-            raise InputError(f"{f}: not a readable MRC file ({e})") from None
-        if data is None or data.ndim != 3:
-            raise InputError(f"{f}: template must be a 3D density map")
-        if not np.all(np.isfinite(data)):
-            raise InputError(f"{f}: contains NaN or inf")
-        if vs <= 0:
-            raise InputError(f"{f}: no voxel size in the header")
-        try:
-            out.append(map_class(f.stem, data, vs, pixel_size_A))
-        except ValueError as e:
-            raise InputError(f"{f}: {e}") from None
-    return out
+#: Classes every generated specimen has after its proteins, in class-id order.
+EXTRA_CLASSES: tuple[str, ...] = ("vesicle", "fiducial", "actin", "microtubule")
+#: SHREC-like crowding: ~300 particles of the 12 classes (mean molecular volume ≈ 695 nm³) in
+#: a 512 × 512 × 200 nm model, 300 · 695 / (512 · 512 · 200) ≈ 0.004 (SHREC 2021, Gubins et al.).
+DEFAULT_VOLUME_FRACTION = 0.004
+#: Largest volume fraction accepted (random sequential addition jams near 0.38 for spheres).
+MAX_VOLUME_FRACTION = 0.5
 
 
-def build_classes(pixel_size_A: float, templates_dir: str | Path | None = None) -> list[ClassTemplate]:
-    """Protein classes (built-in or from ``templates_dir``) followed by vesicle and fiducial.
+def build_classes(pixel_size_A: float, templates_dir: str | Path | None = None, *,
+                  template_units: str = "V", max_extent_A: float | None = None) -> list[ClassTemplate]:
+    """Protein classes (built-in or from ``templates_dir``) followed by vesicle, fiducial,
+    actin and microtubule (:data:`EXTRA_CLASSES`).
 
     Class id ``k`` (1-based) is ``classes[k - 1]``; 0 is background.
     """
-    proteins = builtin_classes() if templates_dir is None else load_template_dir(templates_dir, pixel_size_A)
-    return proteins + [vesicle_class(), fiducial_class()]
+    from .templates import load_template_dir
+
+    proteins = (builtin_classes() if templates_dir is None else
+                load_template_dir(templates_dir, pixel_size_A, units=template_units,
+                                  max_extent_A=max_extent_A))
+    return proteins + [vesicle_class(), fiducial_class(), actin_class(), microtubule_class()]
 
 
 def _render_chunk(table, classes, pixel_size_A, block_info=None) -> np.ndarray:
-    """map_blocks body: the three label/density blocks stacked as float64, shape (3, cz, cy, X).
+    """map_blocks body: the four blocks stacked as float64, shape (4, cz, cy, X).
 
-    One task renders all three so the particles are evaluated once per chunk; float64 holds
+    One task renders all four so the objects are evaluated once per chunk; float64 holds
     the uint32 occupancy ids exactly.
     """
     loc = block_info[None]["array-location"][1:]
     origin = tuple(int(a) for a, _ in loc)
     shape = tuple(int(b - a) for a, b in loc)
-    d, m, o = render_block(table, classes, origin, shape, pixel_size_A)
-    return np.stack([d.astype(np.float64), m.astype(np.float64), o.astype(np.float64)])
+    return np.stack([x.astype(np.float64) for x in render_block(table, classes, origin, shape, pixel_size_A)])
+
+
+def _label_rule(cls: ClassTemplate) -> str:
+    if cls.kind == "shell":
+        return "bilayer slab"
+    return "centre in the envelope" if cls.label_envelope else "potential >= threshold"
+
+
+def _check_counts(**counts) -> None:
+    for opt, v in counts.items():
+        if v is None:
+            continue
+        if isinstance(v, bool) or not float(v).is_integer() or v < 0:
+            raise InputError(f"--{opt.replace('_', '-')} must be a whole number >= 0, got {v}")
+
+
+def protein_volume_fraction(table: dict, classes: list[ClassTemplate], shape_zyx, pixel_size_A: float) -> float:
+    """Molecular volume of the table's protein objects over the volume (classes with a
+    molecular volume, :meth:`ClassTemplate.molecular_volume_A3`)."""
+    vols = np.array([c.molecular_volume_A3(pixel_size_A) for c in classes])
+    ids = np.asarray(table["class_id"], dtype=np.int64)
+    total = float(np.prod(shape_zyx)) * pixel_size_A ** 3
+    return float(vols[ids - 1].sum() / total) if len(ids) else 0.0
 
 
 def generate_specimen(
@@ -108,15 +107,19 @@ def generate_specimen(
     pixel_size_A: float,
     seed: int,
     *,
-    n_particles: int = 100,
+    n_particles: int | None = None,
+    volume_fraction: float | None = None,
     n_vesicles: int = 2,
     n_fiducials: int = 5,
+    n_actin: int = 0,
+    n_microtubules: int = 0,
     templates_dir: str | Path | None = None,
+    template_units: str = "V",
     cy: int | None = None,
     cz: int | None = None,
     max_tries: int = 200,
 ) -> tuple[xr.Dataset, xr.Dataset]:
-    """Place objects globally and build the lazy specimen volume.
+    """Place objects globally and build the lazy specimen volume (potential in volts).
 
     Parameters
     ----------
@@ -125,40 +128,94 @@ def generate_specimen(
     pixel_size_A : float
         Voxel size (Å).
     seed : int
-        Seed of the placement (positions, classes, orientations, vesicle radii); the same seed
+        Seed of the placement (positions, classes, orientations, sizes, paths); the same seed
         gives the identical table and volume.
-    n_particles, n_vesicles, n_fiducials : int
-        Requested objects; vesicles are placed first, then fiducials, then proteins (class
-        uniform at random). Objects that find no room are dropped with a warning.
+    n_particles : int, optional
+        Protein particles, classes drawn uniformly at random. Exclusive with
+        ``volume_fraction``; when neither is given, ``volume_fraction`` is
+        :data:`DEFAULT_VOLUME_FRACTION`.
+    volume_fraction : float, optional
+        Target fraction of the volume filled by the proteins' molecular volumes, in
+        ``(0, MAX_VOLUME_FRACTION]``: ``round(f V / mean class volume)`` particles, the same
+        number of each class (:func:`~faket_dask.kernels.specimen_placement.counts_for_fraction`).
+        If they do not all fit, :class:`InputError` names the fraction reached.
+    n_vesicles, n_fiducials, n_actin, n_microtubules : int
+        Vesicles (spherical or ellipsoidal), gold beads (5-10 nm), actin filaments and
+        microtubules. Objects of these kinds (and explicit ``n_particles``) that find no room
+        are dropped with a warning.
     templates_dir : path, optional
-        Directory of ``*.mrc`` maps replacing the 12 built-in protein classes.
+        Directory of atomic models (``*.pdb``, ``*.cif``, ``*.mmcif``, ``*.ent``) and ``*.mrc``
+        maps replacing the 12 built-in protein classes (:func:`faket_dask.stages.templates.load_template_dir`).
+    template_units : {"V", "normalised"}
+        What the ``*.mrc`` templates hold (atomic models are always computed in volts).
     cy, cz : int, optional
         Chunk rows / slices (default :func:`~faket_dask.chunking.choose_cy` and
         :func:`~faket_dask.chunking.volume_chunks`). The output does not depend on them.
     max_tries : int
-        Rejection-sampling candidates per object.
+        Placement candidates per object (filaments: start points).
 
     Returns
     -------
     specimen : xarray.Dataset
-        ``density`` float32, ``class_mask`` uint8 (class id, 0 background), ``occupancy``
-        uint32 (particle id = table row + 1, 0 background); dims ``(z, y, x)``, dask-backed,
-        chunks ``(cz, cy, X)``. ``class_mask.attrs["class_names"][k - 1]`` names class ``k``.
+        ``density`` float32 (real potential, V relative to ice), ``absorption`` float32
+        (imaginary potential, V), ``class_mask`` uint8 (class id, 0 background),
+        ``occupancy`` uint32 (object id = table row + 1, 0 background); dims ``(z, y, x)``,
+        dask-backed, chunks ``(cz, cy, X)``. ``class_mask.attrs["class_names"][k - 1]`` names
+        class ``k``.
     particles : xarray.Dataset
-        The particle table on dim ``particle`` (see :func:`particles_dataset`).
+        The particle table on dim ``particle`` and the filament paths on dim
+        ``filament_point`` (see :func:`particles_dataset`); attrs ``volume_fraction`` (reached)
+        and ``volume_fraction_target``.
+
+    Raises
+    ------
+    InputError
+        Bad shape, pixel size, counts or fraction, both ``n_particles`` and
+        ``volume_fraction``, or a fraction that does not fit.
     """
     shape = tuple(int(s) for s in shape_zyx)
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"--shape must be three positive sizes Z Y X, got {' '.join(map(str, shape_zyx))}")
     if not np.isfinite(pixel_size_A) or pixel_size_A <= 0:
         raise InputError(f"--pixel-size-A must be a positive number of Å, got {pixel_size_A}")
-    for opt, v in (("--particles", n_particles), ("--vesicles", n_vesicles), ("--fiducials", n_fiducials)):
-        if v < 0:
-            raise InputError(f"{opt} must be >= 0, got {v}")
-    classes = build_classes(pixel_size_A, templates_dir)
-    kp = len(classes) - 2
-    groups = [([kp], n_vesicles), ([kp + 1], n_fiducials), (list(range(kp)), n_particles)]
-    table = place_groups(shape, pixel_size_A, classes, groups, seed, max_tries=max_tries)
+    _check_counts(particles=n_particles, vesicles=n_vesicles, fiducials=n_fiducials, actin=n_actin,
+                  microtubules=n_microtubules)
+    if n_particles is not None and volume_fraction is not None:
+        raise InputError("give --particles or --volume-fraction, not both")
+    if volume_fraction is not None and not (np.isfinite(volume_fraction) and 0 < volume_fraction <= MAX_VOLUME_FRACTION):
+        raise InputError(f"--volume-fraction must be in (0, {MAX_VOLUME_FRACTION}], got {volume_fraction}")
+    if int(max_tries) < 1:
+        raise InputError(f"max_tries must be >= 1, got {max_tries}")
+    fraction = DEFAULT_VOLUME_FRACTION if n_particles is None and volume_fraction is None else volume_fraction
+    classes = build_classes(pixel_size_A, templates_dir, template_units=template_units,
+                            max_extent_A=min(shape) * float(pixel_size_A))
+    kp = len(classes) - len(EXTRA_CLASSES)
+    rng = np.random.default_rng([int(seed), 1])               # class counts; placement: ``seed``
+    total_A3 = float(np.prod(shape)) * pixel_size_A ** 3
+    if fraction is None:
+        counts = np.bincount(rng.integers(kp, size=int(n_particles)), minlength=kp).tolist()
+    else:
+        counts = counts_for_fraction([c.molecular_volume_A3(pixel_size_A) for c in classes[:kp]],
+                                     total_A3, fraction, rng)
+    requests = [(kp, int(n_vesicles)), (kp + 2, int(n_actin)), (kp + 3, int(n_microtubules)),
+                (kp + 1, int(n_fiducials))] + [(k, n) for k, n in enumerate(counts)]
+    table, placed = place_specimen(shape, pixel_size_A, classes, requests, seed, max_tries=max_tries)
+    reached = protein_volume_fraction(table, classes, shape, pixel_size_A)
+    missing = {}
+    for k, got, want in placed:
+        key = classes[k].name if k >= kp else "particles"
+        g, w = missing.get(key, (0, 0))
+        missing[key] = (g + got, w + want)
+    missing = {key: gw for key, gw in missing.items() if gw[0] < gw[1]}
+    if fraction is not None and "particles" in missing:
+        g, w = missing.pop("particles")
+        raise InputError(f"--volume-fraction {fraction:g} does not fit {shape[0]}x{shape[1]}x{shape[2]} voxels "
+                         f"of {pixel_size_A:g} Å: reached {reached:.4f} ({g} of {w} particles "
+                         f"placed); lower it or enlarge the volume")
+    if missing:
+        what = ", ".join(f"{g} of {w} {name}" for name, (g, w) in missing.items())
+        warnings.warn(f"placed {what}: no room for the others after {max_tries} tries each "
+                      f"(volume too small or too crowded)", stacklevel=2)
 
     nz, ny, nx = shape
     cy = choose_cy(ny, nx, nz) if cy is None else min(int(cy), ny)
@@ -171,23 +228,34 @@ def generate_specimen(
     classes_d = dask.delayed(classes, pure=True)
     stacked = da.map_blocks(
         _render_chunk, table_d, classes_d, float(pixel_size_A),
-        chunks=((3,),) + norm, dtype=np.float64, meta=np.empty((0, 0, 0, 0)),
-        name=f"render-specimen-{da.core.tokenize(shape, pixel_size_A, seed, table, templates_dir)}",
+        chunks=((4,),) + norm, dtype=np.float64, meta=np.empty((0, 0, 0, 0)),
+        name=f"render-specimen-{da.core.tokenize(shape, pixel_size_A, seed, table, templates_dir, template_units)}",
     )
     names = [c.name for c in classes]
-    common = {"seed": int(seed), "class_names": names}
+    # the PDB id of each class built from an atomic model ("" for procedural ones)
+    common = {"seed": int(seed), "class_names": names, "class_pdb_ids": [c.pdb_id for c in classes]}
     density = volume(stacked[0].astype(np.float32), pixel_size_A, name="density",
-                     attrs={**common, "units": "arbitrary (protein interior ~1, gold 10)"})
-    cmask = volume(stacked[1].astype(np.uint8), pixel_size_A, name="class_mask", dtype=None,
+                     attrs={**common, "units": "V", "long_name": "electrostatic potential relative to vitreous ice",
+                            "reference": "0 = vitreous ice; protein interiors +3.36 V, gold +25.3 V"})
+    absorption = volume(stacked[1].astype(np.float32), pixel_size_A, name="absorption",
+                        attrs={**common, "units": "V", "long_name": "absorption (imaginary) potential",
+                               "absorption_ratios": [float(c.absorption_ratio) for c in classes],
+                               "description": "absorption_ratios[k-1] x density of the voxel's object (class k)"})
+    cmask = volume(stacked[2].astype(np.uint8), pixel_size_A, name="class_mask", dtype=None,
                    attrs={**common, "thresholds": [float(c.threshold) for c in classes],
-                          "description": "class id k = class_names[k-1]; voxel labelled where its "
-                                         "particle's density >= thresholds[k-1]; 0 background"})
-    occ = volume(stacked[2].astype(np.uint32), pixel_size_A, name="occupancy", dtype=None,
+                          "label_rules": [_label_rule(c) for c in classes],
+                          "description": "class id k = class_names[k-1]; a voxel is labelled by the object "
+                                         "that owns it, by label_rules[k-1]: 'potential >= thresholds[k-1]' "
+                                         "(V), 'centre in the envelope' or 'bilayer slab'; 0 background"})
+    occ = volume(stacked[3].astype(np.uint32), pixel_size_A, name="occupancy", dtype=None,
                  attrs={**common, "description": "particle id = row of tomo_NNN/particles + 1; 0 background"})
-    specimen = xr.Dataset({"density": density, "class_mask": cmask, "occupancy": occ})
-    specimen.attrs.update(pixel_size_A=float(pixel_size_A), seed=int(seed))
-    particles = particles_dataset(table, pixel_size_A, {"seed": int(seed), "class_names": names,
-                                                        "requested": [n_vesicles, n_fiducials, n_particles]})
+    specimen = xr.Dataset({"density": density, "absorption": absorption, "class_mask": cmask, "occupancy": occ})
+    specimen.attrs.update(pixel_size_A=float(pixel_size_A), seed=int(seed), units="V")
+    particles = particles_dataset(table, pixel_size_A, {
+        "seed": int(seed), "class_names": names, "class_pdb_ids": [c.pdb_id for c in classes],
+        "requested": [int(n_vesicles), int(n_fiducials), int(sum(counts)), int(n_actin), int(n_microtubules)],
+        "requested_order": "vesicles, fiducials, particles, actin, microtubules",
+        "volume_fraction": reached, "volume_fraction_target": -1.0 if fraction is None else float(fraction)})
     return specimen, particles
 
 
@@ -202,8 +270,8 @@ def write_specimen(
 ) -> tuple[str, str]:
     """Write ``specimen`` to ``tomo_NNN/specimen`` and ``particles`` to ``tomo_NNN/particles``.
 
-    The three volumes are written by one ``to_zarr`` so each chunk is rendered once (three
-    :func:`faket_dask.store.save` calls would render every chunk three times).
+    The volumes are written by one ``to_zarr`` so each chunk is rendered once (one
+    :func:`faket_dask.store.save` call per variable would render every chunk once per variable).
 
     Returns
     -------

@@ -91,7 +91,8 @@ def has_var(store: str | Path, path: str) -> bool:
     if not is_store(store):
         return False
     group, var = split_var_path(path)
-    root = zarr.open_group(str(store), mode="r")
+    # not the consolidated metadata: it lags behind groups written since it was made
+    root = zarr.open_group(str(store), mode="r", use_consolidated=False)
     try:
         g = root[group]
     except KeyError:
