@@ -177,6 +177,11 @@ def cluster_from_file(path: str | Path, dashboard: str | None = ":8787"):
     raise InputError(f"{p}: unknown cluster type '{kind}' (local, cuda or slurm)")
 
 
+def _quiet_worker_logs() -> None:
+    """Run on each worker before a cluster started here closes: log only critical messages."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+
 def _dashboard_link(client: Any, bound: str | None) -> str:
     """The dashboard URL to print: on the loopback host it is bound to, when it is.
 
@@ -262,6 +267,12 @@ def connect(
                   file=sys.stderr, flush=True)
         with client.as_current():
             yield client
+        if cluster is not None:
+            # Closing races the workers' heartbeats; distributed then logs "Failed to
+            # communicate with scheduler during heartbeat" with a traceback at ERROR level.
+            # The run is over and its errors have reached the client, so quiet the workers.
+            with contextlib.suppress(Exception):
+                client.run(_quiet_worker_logs)
         client.close()
     finally:
         if cluster is not None:

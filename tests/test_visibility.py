@@ -21,7 +21,7 @@ from faket_dask.report.visibility import specimen_visibility
 
 
 @pytest.fixture(scope="module")
-def demo_visibility(tmp_path_factory, client):
+def demo_store(tmp_path_factory, client):
     out = tmp_path_factory.mktemp("vis")
     plan = plan_run(demo_config(), out, base_dir=Path("."), overwrite=True, device="cpu",
                     fallback_random_weights=True)
@@ -30,7 +30,25 @@ def demo_visibility(tmp_path_factory, client):
     pipe.noiseless(0)
     pipe.measured(0)
     pipe.reconstruct(0)
-    return specimen_visibility(plan.store, 0)
+    return plan.store
+
+
+@pytest.fixture(scope="module")
+def demo_visibility(demo_store):
+    return specimen_visibility(demo_store, 0)
+
+
+def test_filament_paths_are_mapped_to_the_tomogram_grid(demo_store):
+    """The demo has an actin filament and a microtubule; their paths move to the tomogram grid
+    (binned by 2) like the particle centres do."""
+    from faket_dask import store as st
+
+    spec = st.open(demo_store, st.particles_group(0))
+    tomo = st.open(demo_store, st.labels_particles_group(0))
+    assert {"actin", "microtubule"} <= set(spec["class_name"].values.astype(str))
+    b = int(tomo.attrs["binning"])
+    np.testing.assert_allclose(tomo["filament_x"].values, (spec["filament_x"].values + 0.5) / b - 0.5)
+    np.testing.assert_allclose(tomo["x"].values, (spec["x"].values + 0.5) / b - 0.5)
 
 
 def test_gold_beads_are_dark(demo_visibility):

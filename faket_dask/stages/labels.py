@@ -56,6 +56,13 @@ def particles_on_tomogram(particles: xr.Dataset, *, specimen_z: int, binning: in
         ("particle", c) for c in K.to_tomogram_grid(
             particles["x"].values, particles["y"].values, particles["z"].values,
             specimen_z=specimen_z, nz_full=nz_full, z0=z0, binning=binning))
+    if "filament_x" in particles:
+        # filament paths are points like the particle centres: the same mapping
+        out["filament_x"], out["filament_y"], out["filament_z"] = (
+            ("filament_point", c) for c in K.to_tomogram_grid(
+                particles["filament_x"].values, particles["filament_y"].values,
+                particles["filament_z"].values, specimen_z=specimen_z, nz_full=nz_full, z0=z0,
+                binning=binning))
     out.attrs.update(pixel_size_A=pixel_size_A * binning, binning=int(binning),
                      grid="tomogram (tomo_NNN/tomogram level 0)")
     return out
