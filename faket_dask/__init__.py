@@ -8,18 +8,48 @@ Public API (lazy: nothing computes until ``.compute()`` or :func:`save`)::
 """
 from __future__ import annotations
 
-from .cluster import connect
-from .config import RunConfig, load_config
-from .datamodel import tiltseries, volume
-from .errors import FaketError, InputError, OutputExistsError
-from .formats.convert import angles_from_range, export_mrc, import_mrc, load_mrc
-from .noise_model import NoiseModel
-from .stages.noise import add_noise, estimate_noise
-from .stages.projection import project
-from .stages.reconstruction import reconstruct
-from .stages.style_grams import style_grams_dataset
-from .stages.style_transfer import style_transfer
-from .store import open, open_var, save  # noqa: A004 - `open` is the documented API name
+# Lazy (PEP 562): ``import faket_dask`` and the CLI's ``--help`` must not import dask, xarray,
+# torch or zarr (~1.3 s); each public name is imported from its module on first use.
+_PUBLIC: dict[str, str] = {
+    "FaketError": ".errors",
+    "InputError": ".errors",
+    "NoiseModel": ".noise_model",
+    "OutputExistsError": ".errors",
+    "RunConfig": ".config",
+    "add_noise": ".stages.noise",
+    "angles_from_range": ".formats.convert",
+    "connect": ".cluster",
+    "estimate_noise": ".stages.noise",
+    "export_mrc": ".formats.convert",
+    "import_mrc": ".formats.convert",
+    "load_config": ".config",
+    "load_mrc": ".formats.convert",
+    "open": ".store",
+    "open_var": ".store",
+    "project": ".stages.projection",
+    "reconstruct": ".stages.reconstruction",
+    "save": ".store",
+    "style_grams_dataset": ".stages.style_grams",
+    "style_transfer": ".stages.style_transfer",
+    "tiltseries": ".datamodel",
+    "volume": ".datamodel",
+}
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'faket_dask' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
+
 
 __version__ = "0.1.0"
 

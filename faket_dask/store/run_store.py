@@ -1,0 +1,451 @@
+"""The Zarr (v3) run store: opening, saving, stage records (group paths: :mod:`.layout`).
+
+Imported through :mod:`faket_dask.store` (``st.open``, ``st.save``, ...), which loads this
+module on first use.
+
+The group layout is documented and spelled in :mod:`faket_dask.store.layout` (the only place
+that builds group paths); OME-NGFF images in :mod:`faket_dask.store.ngff`. A variable is
+addressed as ``"GROUP/VAR"``, e.g. ``"tomo_000/tiltseries/measured"``.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib.metadata
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+from ..errors import FaketError, InputError, OutputExistsError
+
+MARKER = "faket_dask"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PACKAGES = ("faket-dask", "numpy", "dask", "distributed", "zarr", "xarray", "torch", "torchvision")
+
+
+def split_var_path(path: str) -> tuple[str, str]:
+    """Split ``"GROUP/VAR"`` into ``(group, var)``; :class:`InputError` if malformed."""
+    parts = path.strip("/").split("/")
+    if len(parts) < 2 or not all(_NAME.match(p) for p in parts):
+        raise InputError(f"'{path}' is not GROUP/VAR (e.g. tomo_000/tiltseries/measured)")
+    return "/".join(parts[:-1]), parts[-1]
+
+
+def is_store(path: str | Path) -> bool:
+    """Whether ``path`` is a Zarr v3 group directory."""
+    p = Path(path)
+    return p.is_dir() and (p / "zarr.json").is_file()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape results, recorded in the store."""
+    out = {}
+    for name in _PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
+
+
+def open_root(store: str | Path, *, create: bool = False) -> zarr.Group:
+    """Open a run store's root group.
+
+    Parameters
+    ----------
+    store : path
+        The ``.zarr`` directory.
+    create : bool
+        Create it (with the faket-dask marker) if it does not exist.
+
+    Raises
+    ------
+    InputError
+        If the path does not exist (and ``create`` is false) or is not a Zarr store.
+    """
+    p = Path(store)
+    if is_store(p):
+        return zarr.open_group(str(p), mode="r+" if create else "r")
+    if p.exists():
+        raise InputError(f"{p}: not a Zarr store (no zarr.json)")
+    if not create:
+        raise InputError(f"{p}: no such store")
+    root = zarr.open_group(str(p), mode="w", zarr_format=3)
+    root.attrs[MARKER] = {
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "packages": package_versions(),
+    }
+    root.attrs["stages"] = {}
+    return root
+
+
+def has_var(store: str | Path, path: str) -> bool:
+    """Whether ``GROUP/VAR`` exists in ``store``."""
+    if not is_store(store):
+        return False
+    group, var = split_var_path(path)
+    # not the consolidated metadata: it lags behind groups written since it was made
+    root = zarr.open_group(str(store), mode="r", use_consolidated=False)
+    try:
+        g = root[group]
+    except KeyError:
+        return False
+    return isinstance(g, zarr.Group) and (var in g.array_keys() or var in g.group_keys())
+
+
+def open(store: str | Path, group: str, *, level: int = 0) -> xr.Dataset:  # noqa: A001 - public API name (DESIGN.md)
+    """Open a group of a run store lazily as an xarray Dataset.
+
+    Plain groups are opened with ``xr.open_zarr(store, group=group, consolidated=False)``.
+    OME-NGFF images cannot be one xarray Dataset (their levels share the dim names ``z, y, x``
+    with different sizes), so for a tomogram group (``tomo_000/tomogram``: one image per
+    modality) the Dataset has one variable per modality, and for one image group
+    (``tomo_000/tomogram/faket``) the one variable ``faket``; both at resolution ``level``, with
+    coordinates in Å (pixel centres from the corner) and ``attrs["pixel_size_A"]`` of that level.
+
+    Parameters
+    ----------
+    store : path
+        The run store (``run.zarr``).
+    group : str
+        Group path, e.g. ``"tomo_000/tiltseries"``, ``"tomo_000/tomogram"``.
+    level : int
+        Resolution level of OME-NGFF images (0 = full, k = 2**k binned); must be 0 elsewhere.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dask-backed: nothing is read until computed.
+
+    Raises
+    ------
+    InputError
+        No such store or group, ``level`` given for a plain group, or a level the image lacks.
+    """
+    import xarray as xr  # here, not at the top: `faket-dask info` must not load xarray
+
+    from . import ngff
+
+    open_root(store)
+    # listing without consolidated metadata: always the store's current content
+    root = zarr.open_group(str(store), mode="r", use_consolidated=False)
+    try:
+        g = root[group.strip("/")] if group.strip("/") else root
+    except KeyError:
+        g = None
+    if not isinstance(g, zarr.Group):
+        raise InputError(f"{store}: no group '{group}' (see `faket-dask info {store}`)")
+    if ngff.is_image(g):
+        name = group.strip("/").rsplit("/", 1)[-1]
+        return xr.Dataset({name: ngff.open_image(g, name, level)})
+    images = {name: sub for name, sub in g.groups() if ngff.is_image(sub)}
+    if not images:
+        if level != 0:
+            raise InputError(f"{store}: '{group}' holds no multiscale images; level={level} needs one "
+                             "(e.g. tomo_000/tomogram)")
+        return xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3)
+    # A tomogram group: one OME-NGFF multiscale image per modality.
+    return xr.Dataset({name: ngff.open_image(sub, name, level) for name, sub in sorted(images.items())})
+
+
+def consolidate(store: str | Path) -> bool:
+    """Write Zarr consolidated metadata at the root, so plain ``xr.open_zarr`` is quiet.
+
+    ``xr.open_zarr(store, group=...)`` first tries the root's consolidated metadata and warns
+    (``RuntimeWarning``) on every open when there is none. Consolidated metadata is a snapshot
+    of the hierarchy: a variable added after it is invisible to readers that use it (xarray,
+    and ``zarr.open_group`` by default), so it is written only when no stage is ``running``
+    (``attrs["stages"]``) and must be dropped when a stage starts writing (opening the root
+    with ``use_consolidated=False`` before writing its attributes drops it, as ``mark_stage``
+    does). Not part of the Zarr v3 specification (zarr-python's extension; other readers
+    ignore it), hence zarr's ``ZarrUserWarning``, which is silenced here.
+
+    Parameters
+    ----------
+    store : path
+        A run store.
+
+    Returns
+    -------
+    bool
+        Whether consolidated metadata was written (False: no store, or a stage is running).
+    """
+    import warnings
+
+    p = Path(store)
+    if not is_store(p):
+        return False
+    root = zarr.open_group(str(p), mode="r", use_consolidated=False)
+    stages = root.attrs.get("stages", {}) or {}
+    if any(isinstance(v, dict) and v.get("status") == "running" for v in stages.values()):
+        return False
+    with warnings.catch_warnings():
+        # the extension itself, and fixed-width unicode arrays (particle tables) met while reading
+        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
+        warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)
+        zarr.consolidate_metadata(str(p))
+    return True
+
+
+def open_var(store: str | Path, path: str) -> xr.DataArray:
+    """Open ``GROUP/VAR`` of a run store lazily as a DataArray (attrs kept)."""
+    group, var = split_var_path(path)
+    ds = open(store, group)
+    if var not in ds.data_vars:
+        have = ", ".join(sorted(map(str, ds.data_vars))) or "none"
+        raise InputError(f"{store}: no variable '{var}' in group '{group}' (has: {have})")
+    return ds[var]
+
+
+def check_writable(store: str | Path, path: str, *, overwrite: bool) -> None:
+    """Raise :class:`OutputExistsError` if ``GROUP/VAR`` exists and ``overwrite`` is false."""
+    if is_store(store) and has_var(store, path) and not overwrite:
+        raise OutputExistsError(f"{store}: {path} exists; pass --overwrite to replace it")
+    p = Path(store)
+    if p.exists() and not is_store(p):
+        raise InputError(f"{p}: exists and is not a Zarr store")
+
+
+def _check_compatible(store: str | Path, group: str, arr: xr.DataArray) -> None:
+    """Variables of a group share dims; refuse a new one whose sizes or coords disagree."""
+    import xarray as xr
+
+    try:
+        existing = xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3)
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        return
+    except ValueError as e:  # e.g. an OME-NGFF image group: levels share dims with other sizes
+        raise InputError(f"{store}: '{group}' is not a plain variable group ({e}); write to another group") from None
+    for dim in arr.dims:
+        if dim in existing.sizes and existing.sizes[dim] != arr.sizes[dim]:
+            raise InputError(
+                f"{store}: '{group}' has {dim}={existing.sizes[dim]}, the new variable has "
+                f"{dim}={arr.sizes[dim]}; write it to another group"
+            )
+        if dim in existing.coords and dim in arr.coords:
+            if not np.allclose(existing[dim].values, arr[dim].values):
+                raise InputError(f"{store}: '{group}' has different '{dim}' coordinates")
+    # Other coordinates (``acquisition_index``) describe the group's one tilt axis: a variable
+    # that brings another one would silently rewrite its neighbours' (replacing the only
+    # variable that has it is fine).
+    others = [v for v in existing.data_vars if v != arr.name]
+    for name, coord in arr.coords.items():
+        if name in arr.dims or name not in existing.coords or not others:
+            continue
+        if coord.shape != existing[name].shape or not np.array_equal(existing[name].values, coord.values):
+            raise InputError(f"{store}: '{group}' has another '{name}' (its tilts were acquired in "
+                             f"another order); write '{arr.name}' to another group")
+
+
+@contextlib.contextmanager
+def rollback_on_error(store: str | Path, path: str, **info: Any) -> Iterator[None]:
+    """Undo a partly written member ``path`` (``GROUP/VAR`` or a whole group) if the block fails.
+
+    The member being written is removed and marked ``failed`` (with ``info``); a store that did
+    not exist before is removed whole, so a failed command leaves nothing half-written behind.
+    """
+    p = Path(store)
+    existed = p.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(p, ignore_errors=True)
+        elif is_store(p):
+            parent, _, name = path.strip("/").rpartition("/")
+            with contextlib.suppress(Exception):
+                root = zarr.open_group(str(p), mode="r+")
+                holder = root[parent] if parent else root
+                if name in holder:
+                    del holder[name]
+                mark_stage(p, path, status="failed", **info)
+        raise
+
+
+def save(
+    arr: xr.DataArray,
+    store: str | Path,
+    group: str,
+    *,
+    name: str | None = None,
+    overwrite: bool = False,
+    stage_info: dict[str, Any] | None = None,
+    progress: str | None = None,
+) -> str:
+    """Write a (lazy) DataArray into ``store`` at ``group/name``, chunk by chunk.
+
+    Parameters
+    ----------
+    arr : xarray.DataArray
+        Tilt-series or volume; its dask chunks become the Zarr chunks.
+    store : path
+        Run store; created if missing.
+    group : str
+        Group, e.g. ``"tomo_000/tiltseries"``.
+    name : str, optional
+        Variable name (default ``arr.name``).
+    overwrite : bool
+        Replace an existing variable; otherwise :class:`OutputExistsError`.
+    stage_info : dict, optional
+        Recorded with the completion status under ``attrs["stages"][GROUP/VAR]``.
+    progress : str, optional
+        Label for the console progress bar.
+
+    Returns
+    -------
+    str
+        ``"GROUP/VAR"`` written.
+    """
+    from ..progress import compute
+
+    name = name or (str(arr.name) if arr.name is not None else None)
+    if not name:
+        raise InputError("save: the array has no name; pass name=")
+    path = f"{group.strip('/')}/{name}"
+    split_var_path(path)
+    check_writable(store, path, overwrite=overwrite)
+    if is_store(store):
+        _check_compatible(store, group, arr.rename(name))
+    with rollback_on_error(store, path):
+        open_root(store, create=True)
+        if overwrite and has_var(store, path):
+            root = zarr.open_group(str(store), mode="r+")
+            del root[group][name]
+        mark_stage(store, path, status="running", **(stage_info or {}))
+        ds = arr.to_dataset(name=name)
+        for v in ds.variables.values():
+            v.encoding.clear()
+        delayed = ds.to_zarr(
+            str(store), group=group, mode="a", zarr_format=3, consolidated=False, compute=False
+        )
+        compute(delayed, label=progress or f"writing {path}")
+        mark_stage(store, path, status="complete", **(stage_info or {}))
+    return path
+
+
+def save_image(
+    vol: xr.DataArray,
+    store: str | Path,
+    group: str,
+    name: str,
+    *,
+    overwrite: bool = False,
+    levels: int = 3,
+    stage_info: dict[str, Any] | None = None,
+    progress: str | None = None,
+) -> str:
+    """Write a (lazy) volume as an OME-NGFF multiscale image at ``group/name``.
+
+    Level 0 is the volume (its chunks), levels 1.. are 2× block means; napari and ome-zarr open
+    the image group, and :func:`open` returns level 0 as variable ``name`` of ``group``.
+    """
+    from . import ngff
+    from ..progress import compute
+
+    path = f"{group.strip('/')}/{name}"
+    split_var_path(path)
+    check_writable(store, path, overwrite=overwrite)
+    with rollback_on_error(store, path):
+        root = open_root(store, create=True)
+        if overwrite and has_var(store, path):
+            del root[group][name]
+        mark_stage(store, path, status="running", **(stage_info or {}))
+        image = zarr.open_group(str(store), mode="r+").require_group(path)
+        compute(ngff.write_image(image, vol, levels=levels, name=name), label=progress or f"writing {path}")
+        mark_stage(store, path, status="complete", **(stage_info or {}))
+    return path
+
+
+def mark_stage(store: str | Path, key: str, *, status: str, **info: Any) -> None:
+    """Record a stage's status (``running``/``complete``/``failed``) in the root attrs.
+
+    Opening the root without its consolidated metadata and rewriting its attributes drops the
+    snapshot, so it can never go stale while a stage writes; it is written again
+    (:func:`consolidate`) once no stage is running, which keeps plain ``xr.open_zarr`` quiet.
+    """
+    root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
+    stages = dict(root.attrs.get("stages", {}))
+    entry = {"status": status, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    entry.update({k: v for k, v in info.items() if v is not None})
+    stages[key] = entry
+    root.attrs["stages"] = stages
+    if status != "running":
+        consolidate(store)
+
+
+def stage_status(store: str | Path) -> dict[str, dict[str, Any]]:
+    """All recorded stage statuses of a store, keyed by ``GROUP/VAR`` or stage name."""
+    return dict(open_root(store).attrs.get("stages", {}))
+
+
+@dataclass(frozen=True)
+class VarInfo:
+    """One array of a store, as listed by ``faket-dask info``."""
+
+    path: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: str
+    dims: tuple[str, ...]
+
+
+def describe(store: str | Path) -> list[VarInfo]:
+    """List every data variable of a store (coordinate arrays omitted), sorted by path.
+
+    Raises
+    ------
+    InputError
+        If ``store`` is not a Zarr store.
+    """
+    p = Path(store)
+    if not p.exists():
+        raise InputError(f"{p}: no such store")
+    if not is_store(p):
+        raise InputError(f"{p}: not a Zarr store (no zarr.json)")
+    try:
+        root = zarr.open_group(str(p), mode="r")
+    except Exception as exc:  # a damaged zarr.json
+        raise InputError(f"{p}: unreadable Zarr store ({type(exc).__name__}: {exc})") from None
+    out: list[VarInfo] = []
+    for gpath, g in _walk(root):
+        arrays = list(g.arrays())
+        # non-dimension coordinates (acquisition_index) are named in their variables' attrs
+        coords = {c for _, a in arrays for c in str(a.attrs.get("coordinates", "")).split()}
+        for aname, a in arrays:
+            dims = tuple(a.metadata.dimension_names or ())
+            if (len(dims) == 1 and dims[0] == aname) or aname in coords:
+                continue  # a coordinate
+            full = f"{gpath}/{aname}" if gpath else aname
+            out.append(VarInfo(full, tuple(a.shape), tuple(a.chunks), str(a.dtype), dims))
+    return sorted(out, key=lambda v: v.path)
+
+
+def _walk(group: zarr.Group, prefix: str = "") -> Iterator[tuple[str, zarr.Group]]:
+    yield prefix, group
+    for name, sub in group.groups():
+        yield from _walk(sub, f"{prefix}/{name}" if prefix else name)
+
+
+def disk_free_bytes(path: str | Path) -> int:
+    """Free bytes on the file system that holds ``path`` (or its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def check_disk(path: str | Path, needed_bytes: int) -> None:
+    """Refuse to start when ``needed_bytes`` (uncompressed, an upper bound) exceed free space."""
+    free = disk_free_bytes(path)
+    if needed_bytes > free:
+        raise FaketError(
+            f"{path}: too little disk: needs up to {needed_bytes / 2**30:.2f} GiB, "
+            f"{free / 2**30:.2f} GiB free"
+        )
