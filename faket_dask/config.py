@@ -89,7 +89,8 @@ class Style(_Strict):
     precision: Precision = DEFAULT_PRECISION
     batch: int | None = Field(None, ge=1)
     tile: int | Literal["auto"] | None = Field(
-        "auto", description="tile edge (multiple of 16); auto: tile only tilts too large for compute.task_memory_MiB"
+        "auto", description="tile edge (multiple of 16); auto: untiled whenever a tilt fits the memory of one "
+        "task on the workers (worker memory limit / threads; free GPU memory), tiled beyond; null: never tile"
     )
 
     @model_validator(mode="after")

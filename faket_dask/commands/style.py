@@ -32,13 +32,26 @@ def _cluster_has_gpus(client) -> bool:
     return any("GPU" in (w.get("resources") or {}) for w in info.get("workers", {}).values())
 
 
+def _parse_tile(text: str) -> int | str | None:
+    """``--tile``: ``auto``, ``none`` or a number (checked by the stage)."""
+    from ..errors import InputError
+
+    low = text.strip().lower()
+    if low in ("auto", "none"):
+        return None if low == "none" else "auto"
+    try:
+        return int(low)
+    except ValueError:
+        raise InputError(f"--tile must be auto, none or a multiple of 16, got '{text}'") from None
+
+
 def style_cmd(
     store: Annotated[Path, typer.Argument(help="Run store with tomo_NNN/tiltseries/content and noisy.")],
     style: Annotated[str, typer.Option("--style", help="GROUP/VAR of the style tilt-series (measured data of another tomogram, same angles).")],
     tomo: Annotated[int, typer.Option(help="Tomogram index: reads and writes tomo_NNN/tiltseries.")] = 0,
     weights: Annotated[str, typer.Option(help="VGG-19 weights: imagenet (local torch hub cache, see fetch-weights), random, or a state-dict file.")] = DEFAULT_WEIGHTS,
     seed: Annotated[int, typer.Option(help="Seed of --weights random.")] = 0,
-    tile: Annotated[Optional[int], typer.Option(help="Process tilts in TILE x TILE tiles (multiple of 16) to bound memory.")] = None,
+    tile: Annotated[str, typer.Option(help="auto: untiled whenever a tilt fits one task's memory on the workers, else tiled; N: TILE x TILE tiles (multiple of 16); none: never tile.")] = "auto",
     batch: Annotated[Optional[int], typer.Option(help="Tilts per task (default 1 on CPU; on GPU as many as fit).")] = None,
     precision: Annotated[str, typer.Option(help=", ".join(PRECISIONS) + ".")] = DEFAULT_PRECISION,
     device: Annotated[str, typer.Option(help="auto (cuda when the cluster's workers offer GPU=1), cpu or cuda.")] = "auto",
@@ -59,6 +72,7 @@ def style_cmd(
 
     if not 0 <= tomo < 2**32:
         raise InputError(f"--tomo must be in [0, 2**32), got {tomo}")
+    tile_opt = _parse_tile(tile)
     if precision not in PRECISIONS:
         raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if device not in ("auto", "cpu", "cuda"):
@@ -71,7 +85,7 @@ def style_cmd(
     noisy = st.open_var(store, st.tiltseries_var(tomo, "noisy"))
     style_ts = st.open_var(store, style)
     style_ts.attrs["source"] = style.strip("/")  # names it in messages and in the output
-    kw = dict(weights=weights, seed=seed, tile=tile, batch=batch, precision=precision)
+    kw = dict(weights=weights, seed=seed, tile=tile_opt, batch=batch, precision=precision)
     pairing = dict(match_angles=match_angles, match_option="--match-angles nearest")
     check_inputs(content, style_ts, noisy, device="cuda" if device == "cuda" else "cpu", **kw,
                  **pairing)
@@ -94,7 +108,7 @@ def style_cmd(
             out, store, group, name="faket", overwrite=overwrite, progress="style transfer",
             stage_info={
                 "stage": "style", "tomo": tomo, "style": style.strip("/"), "grams": cache,
-                "weights": out.attrs["nst_weights"], "seed": seed, "tile": tile,
+                "weights": out.attrs["nst_weights"], "seed": seed, "tile": out.attrs["nst_tile"],
                 "precision": precision, "algorithm": out.attrs["nst_algorithm"],
                 "device": out.attrs["nst_device"],
             },

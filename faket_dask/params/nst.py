@@ -9,7 +9,8 @@ here. What lives here:
 * the VGG-19 layer table (torchvision's configuration "E") and what follows from it: the op
   kind, input stride and channel count of every ``features`` index;
 * the names of the precisions, convolution algorithms and weight sources, with their defaults;
-* the kernel's memory figures (:data:`DEFAULT_BATCH_PIXELS`, :data:`NST_BYTES_PER_PIXEL`).
+* the default batch (:data:`DEFAULT_BATCH_PIXELS`); the kernel's bytes per pixel are the
+  kernel's own (:data:`faket_dask.kernels.nst.budget.NST_BYTES_PER_PIXEL`).
 """
 from __future__ import annotations
 
@@ -38,7 +39,6 @@ __all__ = [
     "LAST_LAYER",
     "LR",
     "NSTParams",
-    "NST_BYTES_PER_PIXEL",
     "NAMED_WEIGHTS",
     "PRECISIONS",
     "Precision",
@@ -115,9 +115,6 @@ DEFAULT_WEIGHTS: Final = "imagenet"
 #: 2 threads a batch of 4 ran 15 % slower than one tilt at a time; small tilts are still
 #: batched to amortise per-call overheads. GPU: ~2.7 GB of activations at 2.6 kB per pixel.
 DEFAULT_BATCH_PIXELS: Final[Mapping[str, int]] = {"cpu": 2**16, "cuda": 2**20}
-#: Bytes the fast kernel holds per tilt pixel at its peak (measured at 256² on CPU: +270 MB for
-#: one tilt, +685 MB for four; the autograd loop holds ~4.8 kB per pixel).
-NST_BYTES_PER_PIXEL: Final = 2600
 
 
 # --------------------------------------------------------------------------------------------

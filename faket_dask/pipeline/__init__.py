@@ -24,14 +24,14 @@ existing output without ``overwrite``.
 from __future__ import annotations
 
 from .plan import (
-    FIGURES, NST_BYTES_PER_PIXEL, STORE_NAME, SUMMARY, Plan, auto_tile, derived_seed,
+    FIGURES, STORE_NAME, SUMMARY, Plan, derived_seed,
     estimate_bytes, load_run_config, plan_run, run_hash,
 )
 from .run import STAGES, Pipeline, StageRecord, StageSpec, simulate
 from .summary import format_summary, run_summary
 
 __all__ = [
-    "FIGURES", "NST_BYTES_PER_PIXEL", "STAGES", "STORE_NAME", "SUMMARY", "Pipeline", "Plan",
-    "StageRecord", "StageSpec", "auto_tile", "derived_seed", "estimate_bytes", "format_summary",
+    "FIGURES", "STAGES", "STORE_NAME", "SUMMARY", "Pipeline", "Plan",
+    "StageRecord", "StageSpec", "derived_seed", "estimate_bytes", "format_summary",
     "load_run_config", "plan_run", "run_hash", "run_summary", "simulate",
 ]

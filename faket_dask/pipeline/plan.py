@@ -15,8 +15,6 @@ import numpy as np
 from .. import store as st
 from ..config import RunConfig
 from ..errors import InputError, OutputExistsError
-from ..params import MIB
-from ..params.nst import NST_BYTES_PER_PIXEL
 
 STORE_NAME = "run.zarr"
 FIGURES = "figures"
@@ -30,23 +28,6 @@ def derived_seed(seed: int, purpose: str, index: int = 0) -> int:
     """A 32-bit seed for ``purpose`` (e.g. ``"specimen"``) and item ``index`` of a run seed."""
     ss = np.random.SeedSequence([int(seed), zlib.crc32(purpose.encode()), int(index)])
     return int(ss.generate_state(1, np.uint32)[0])
-
-
-def auto_tile(shape_yx: tuple[int, int], task_bytes: int) -> int | None:
-    """Tile edge for NST of one tilt within ``task_bytes`` (None: the whole tilt fits).
-
-    The fast kernel holds ~:data:`NST_BYTES_PER_PIXEL` per pixel; a tile is processed on a crop
-    with a 160-pixel margin, so the largest multiple of 16 whose crop fits is chosen.
-    """
-    h, w = int(shape_yx[0]), int(shape_yx[1])
-    budget_px = task_bytes / NST_BYTES_PER_PIXEL
-    if h * w <= budget_px:
-        return None
-    best = None
-    for t in range(16, max(h, w) + 16, 16):
-        if min(h, t + 320) * min(w, t + 320) <= budget_px:
-            best = t
-    return best or 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,12 +59,10 @@ class Plan:
         """Index of the style stack that styles ``tomo``: the paper's ``(i + 1) mod K``."""
         return (tomo + 1) % len(self.style_sources)
 
-    def tile_for(self, shape_yx: tuple[int, int]) -> int | None:
-        """NST tile size: the config's, or :func:`auto_tile` for ``tile: auto``."""
-        t = self.cfg.style.tile
-        if t == "auto":
-            return auto_tile(shape_yx, int(self.cfg.compute.task_memory_MiB * MIB))
-        return t
+    def tile_for(self, shape_yx: tuple[int, int]) -> int | str | None:
+        """NST tile size: the config's; ``"auto"`` is resolved by the stage from the memory
+        one task has on the workers (:mod:`faket_dask.stages.nst_budget`)."""
+        return self.cfg.style.tile
 
 
 def _resolve(base: Path, p: str) -> Path:

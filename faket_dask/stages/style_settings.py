@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
+from ..params import MIB
 from ..params.nst import ALGORITHMS, LAST_LAYER, NAMED_WEIGHTS, PRECISIONS, NSTParams
 from ..progress import compute, current_client
 from ._common import check_tiltseries, resolve_device
@@ -208,6 +209,8 @@ class Settings:
     params: NSTParams
     task_batch: int
     kernel_batch: int
+    #: ``tile="auto"``: the memory one task had (MiB, :mod:`.nst_budget`); None otherwise.
+    tile_budget_MiB: float | None = None
 
     def grams_attrs(self) -> dict[str, Any]:
         """The Gram-dataset attrs these settings imply (JSON types only)."""
@@ -250,8 +253,12 @@ def settings(
 ) -> Settings:
     """Validate the stage's options for tilts of ``shape_yx`` and fix the arithmetic.
 
-    ``"auto"`` is resolved as for a single-threaded task; on CPU the kernel runs one tilt per
-    pass (so each tilt's arithmetic does not depend on the grouping), on CUDA a task's tilts.
+    ``algorithm="auto"`` is resolved as for a single-threaded task; on CPU the kernel runs one
+    tilt per pass (so each tilt's arithmetic does not depend on the grouping), on CUDA a task's
+    tilts. ``tile="auto"``: None (untiled) when one tilt's NST fits the memory of one task as
+    the workers report it (:func:`.nst_budget.task_bytes`), else the largest tile that fits
+    (:func:`faket_dask.kernels.nst.budget.auto_tile`); on CUDA the default batch is also capped
+    by that memory.
 
     Raises
     ------
@@ -261,14 +268,16 @@ def settings(
     import torch
 
     from ..kernels.nst import crop_shape, default_batch, resolve_algorithm
+    from ..kernels.nst.budget import nst_task_bytes
 
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if algorithm not in ALGORITHMS:
         raise InputError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-    if tile is not None:
+    auto = isinstance(tile, str) and tile == "auto"
+    if tile is not None and not auto:
         if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile <= 0 or tile % 16:
-            raise InputError(f"tile must be a positive multiple of 16 (pixels), got {tile!r}")
+            raise InputError(f"tile must be 'auto' or a positive multiple of 16 (pixels), got {tile!r}")
         tile = int(tile)
     if batch is not None:
         batch = _check_int("batch", batch, 1)
@@ -292,6 +301,14 @@ def settings(
     except (ValueError, RuntimeError) as exc:
         raise InputError(f"style transfer: {exc}") from None
     wkey = check_weights(weights)
+    budget_MiB = None
+    if auto:
+        from ..kernels.nst.budget import auto_tile
+        from .nst_budget import task_bytes
+
+        budget = task_bytes(dev)
+        budget_MiB = round(budget / MIB, 1)
+        tile = auto_tile(shape_yx, budget, params)
     if dtype == "cpu":
         # One tilt per pass: each tilt's arithmetic is then the same whatever the grouping.
         kb = 1
@@ -299,8 +316,11 @@ def settings(
     else:
         crop = shape_yx if tile is None else crop_shape(shape_yx, tile, params)
         tb = batch or default_batch(crop, dev)
+        if auto and batch is None:
+            # as many tilts per pass as the measured memory holds, at least one
+            tb = max(1, min(tb, int(budget // nst_task_bytes(crop))))
         kb = tb
-    return Settings(wkey, seed, dev, precision, alg, tile, params, tb, kb)
+    return Settings(wkey, seed, dev, precision, alg, tile, params, tb, kb, budget_MiB)
 
 
 def check_device_usable(device: str) -> None:

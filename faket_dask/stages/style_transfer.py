@@ -166,7 +166,7 @@ def _prepare(content: Any, style: Any, init: Any, *, weights: Any, seed: Any, de
 def check_inputs(
     content: Any, style: Any, init: Any, *, weights: Any = "imagenet", seed: int = 0,
     device: str | None = None, batch: int | None = None, precision: str = "fp32",
-    tile: int | None = None, params: NSTParams | None = None, algorithm: str = "auto",
+    tile: int | str | None = None, params: NSTParams | None = None, algorithm: str = "auto",
     match_angles: str = "exact", match_option: str = "match_angles='nearest'",
 ) -> None:
     """Everything :func:`style_transfer` validates before reading data (cheap, no compute).
@@ -188,7 +188,7 @@ def style_transfer(
     device: str | None = None,
     batch: int | None = None,
     precision: str = "fp32",
-    tile: int | None = None,
+    tile: int | str | None = None,
     params: NSTParams | None = None,
     name: str = "faket",
     algorithm: str = "auto",
@@ -222,10 +222,12 @@ def style_transfer(
         the kernel still runs one tilt per pass, so the result does not depend on ``batch``;
         on CUDA a task's tilts are one pass.
     precision : {"fp32", "tf32", "bf16"}
-    tile : int, optional
+    tile : int or "auto", optional
         Process every tilt in ``tile × tile`` tiles (a multiple of 16): the Grams and the
         gradient are computed tile by tile, so a large tilt's VGG activations are never held
-        whole (peak ≈ ``(tile + 320)²`` pixels of activations per task).
+        whole (peak ≈ ``(tile + 320)²`` pixels of activations per task). ``"auto"``: untiled
+        when a tilt fits the memory of one task on the workers, else the largest tile that
+        fits (:mod:`faket_dask.stages.nst_budget`). None: untiled.
     params : NSTParams, optional
         Method settings (default: the paper's).
     name : str
@@ -247,7 +249,9 @@ def style_transfer(
     DataArray (tilt, y, x), float32
         Lazy; content's coords and chunks; every tilt has the style tilt's mean and std.
         attrs: content's, plus ``style`` (the style stack's source), ``nst_weights``,
-        ``nst_seed``, ``nst_precision``, ``nst_tile``, ``nst_algorithm``, ``nst_batch``,
+        ``nst_seed``, ``nst_precision``, ``nst_tile`` (the tile used, None = untiled),
+        ``nst_tile_requested``, ``nst_task_memory_MiB`` (``"auto"``: the memory of one task it
+        was chosen for), ``nst_algorithm``, ``nst_batch``,
         ``nst_device``, ``nst_params``, ``nst_content``/``nst_init`` (sources) and the input
         ranges ``nst_content_range``, ``nst_init_range``, ``nst_style_range``.
 
@@ -308,6 +312,8 @@ def style_transfer(
         "nst_seed": int(s.seed),
         "nst_precision": s.precision,
         "nst_tile": s.tile,
+        "nst_tile_requested": tile,
+        "nst_task_memory_MiB": s.tile_budget_MiB,
         "nst_algorithm": s.algorithm,
         "nst_batch": int(s.task_batch),
         "nst_device": device_type(s.device),

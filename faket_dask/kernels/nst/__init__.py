@@ -6,6 +6,7 @@ Where each piece lives (``docs/style.md``, "Code layout"):
   :func:`style_transfer_stack` (in memory), :func:`normalise`, :func:`match_mean_std`,
   :func:`default_batch`;
 * :mod:`.tiled` — :func:`stylise_tiled` and :func:`tile_halo` (large tilts, tile by tile);
+* :mod:`.budget` — the kernel's memory per pixel and the tile that fits a budget;
 * :mod:`.reference` — :func:`stylise_reference`, the autograd/``torch.optim.Adam`` oracle;
 * :mod:`.vgg` — the network: :func:`build_vgg`, :func:`get_vgg` (per-process cache), weights;
 * :mod:`.reverse` — the memory-saving hand-written reverse pass, :func:`loss_and_grad`;

@@ -6,7 +6,7 @@ adjoint (``conv_transpose2d``, or the conv with flipped weights under Winograd: 
 gradients, no saved inputs), of a ReLU a multiply by a saved boolean mask, of a max pool an
 unpool with the saved indices; the loss gradients at the tap layers are formed in closed form
 (:mod:`.loss`) during the forward pass. Measured peak: ~2.6 kB per pixel
-(:data:`~faket_dask.params.nst.NST_BYTES_PER_PIXEL`; ``docs/benchmarks.md``).
+(:data:`~faket_dask.kernels.nst.budget.NST_BYTES_PER_PIXEL`; ``docs/benchmarks.md``).
 """
 from __future__ import annotations
 
