@@ -156,7 +156,14 @@ def test_star_centred_coordinates_and_optics(tmp_path):
     assert (cx[2], cy[2], cz[2]) == ((X - 1) / 2 * PIX, (2 - (Y - 1) / 2) * PIX, (7.25 - (Z - 1) / 2) * PIX)
     # legacy voxel columns, angles, classes
     assert part["rlnCoordinateX"].tolist() == [centre[0], 0.0, X - 1.0]
-    assert np.allclose(part["rlnAngleTilt"], p["tilt"].values)
+    from scipy.spatial.transform import Rotation
+
+    # RELION's A = Euler_angles2matrix(rot, tilt, psi) = (Rz Ry Rz)ᵀ is the table's active M
+    relion_A = Rotation.from_euler("ZYZ", part[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy(),
+                                   degrees=True).as_matrix().transpose(0, 2, 1)
+    M = Rotation.from_euler("ZYZ", np.stack([p[a].values for a in ("rot", "tilt", "psi")], 1),
+                            degrees=True).as_matrix()
+    assert np.allclose(relion_A, M, atol=1e-6)
     assert part["rlnClassNumber"].tolist() == [3, 5, 3] and part["rlnOpticsGroup"].tolist() == [1] * 3
     # --tomo-name
     s2 = starfile.read(export_particles(p, tmp_path / "q.star", tomo_name="TS_01"), always_dict=True)

@@ -289,7 +289,14 @@ def test_write_and_exports(rendered, tmp_path, client):
 
     star = starfile.read(export_particles(p, tmp_path / "p.star"), always_dict=True)["particles"]
     assert len(star) == n and np.allclose(star["rlnCoordinateX"], p["x"].values)
-    assert np.allclose(star["rlnAngleTilt"], p["tilt"].values)
+    # RELION's Euler_angles2matrix(rot, tilt, psi) = (Rz Ry Rz)ᵀ must be the table's active M
+    from scipy.spatial.transform import Rotation
+
+    relion_A = Rotation.from_euler("ZYZ", star[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy(),
+                                   degrees=True).as_matrix().transpose(0, 2, 1)
+    M = Rotation.from_euler("ZYZ", np.stack([p[a].values for a in ("rot", "tilt", "psi")], 1),
+                            degrees=True).as_matrix()
+    assert np.allclose(relion_A, M, atol=1e-6)
     assert list(star["rlnClassName"]) == list(p["class_name"].values)
     csv = pd.read_csv(export_particles(p, tmp_path / "p.csv"))
     assert len(csv) == n and np.allclose(csv["z"], p["z"].values)

@@ -5,7 +5,7 @@
     faket-dask specimen run.zarr --tomo 0 --shape 200 512 512 --pixel-size-A 10 --seed 1 \\
         [--templates maps/] [--particles 300 | --volume-fraction 0.2] [--vesicles 4] \\
         [--fiducials 10] [--actin 5] [--microtubules 2]
-    faket-dask export-particles run.zarr --tomo 0 particle_locations.txt   # or .star / .csv
+    faket-dask export-particles run.zarr --tomo 0 particle_locations.txt   # or .star / .csv / .ndjson
 
 Options are validated (shape, counts, templates, outputs writable) before a cluster starts.
 """
@@ -90,7 +90,9 @@ def specimen_cmd(
 
 def export_particles_cmd(
     store: Annotated[Path, typer.Argument(help="Run store with tomo_NNN/particles.")],
-    dest: Annotated[Path, typer.Argument(help="Output: .txt (SHREC particle_locations), .star (RELION 5) or .csv.")],
+    dest: Annotated[Path, typer.Argument(help="Output: .txt (SHREC particle_locations), .star (RELION 5), .csv, or "
+                                              ".ndjson (CZ cryoET Data Portal: one DEST_<class>_<point|orientedpoint>"
+                                              ".ndjson per class).")],
     tomo: Annotated[int, typer.Option(help="Tomogram index (>= 0).")] = 0,
     tomo_name: Annotated[
         Optional[str], typer.Option(help="rlnTomoName in the .star (default tomo_NNN); must match RELION's tomograms.star.")
@@ -101,7 +103,8 @@ def export_particles_cmd(
     ] = "specimen",
     overwrite: Overwrite = False,
 ) -> None:
-    """Export the particle list of tomo_NNN as SHREC particle_locations.txt, RELION 5 STAR or CSV.
+    """Export the particle list of tomo_NNN as SHREC particle_locations.txt, RELION 5 STAR, CSV or
+    CZ cryoET Data Portal NDJSON annotations (one file per class).
 
     An imported grandmodel has no particle table: its particles are derived from the specimen's
     class mask (connected components, orientations unknown); without a class mask nothing is
@@ -129,8 +132,16 @@ def export_particles_cmd(
     path = export_particles(parts, dest, overwrite=overwrite, tomo_name=tomo_name)
     if parts.attrs.get("derived_from"):
         typer.echo(f"faket-dask: note: {name} has no particle table; {parts.sizes['particle']} particles derived "
-                   f"from {parts.attrs['derived_from'].split(' (')[0]}, orientations unknown (written as 0)",
+                   f"from {parts.attrs['derived_from'].split(' (')[0]}, orientations unknown (written as 0; "
+                   f".ndjson: point records)",
                    err=True)
+    if path.suffix.lower() == ".ndjson":
+        from ..stages.portal_export import portal_annotation_files
+
+        files = [str(f) for f, _ in portal_annotation_files(parts, path).values()]
+        typer.echo(f"wrote {', '.join(files)} ({parts.sizes['particle']} particles, {grid} grid, voxels of "
+                   f"{parts.attrs.get('pixel_size_A', float('nan')):g} Å)")
+        return
     typer.echo(f"wrote {path} ({parts.sizes['particle']} particles, {grid} grid)")
 
 

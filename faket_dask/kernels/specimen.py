@@ -14,7 +14,8 @@ Conventions
 * Units: the real potential in volts relative to vitreous ice (0 = ice only); the absorption
   (imaginary) potential is each object's ``absorption_ratio`` times its real potential.
 * Coordinates and rotations: as in :mod:`~faket_dask.kernels.specimen_placement` (voxel ``i``
-  centred at coordinate ``i``; ZYZ Euler angles, RELION's convention).
+  centred at coordinate ``i``; intrinsic ZYZ Euler angles of the active rotation template →
+  particle, which RELION writes as the angles of the inverse).
 * One object per voxel: every object has a potential field of bounded support; envelopes never
   overlap (placement), but soft edges may. A voxel takes the potential of ONE object, its
   owner: the first in table order among the objects that label it, or, if none labels it,

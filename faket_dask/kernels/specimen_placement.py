@@ -11,9 +11,10 @@ Conventions
   voxel coordinates (floats).
 * Rotations: Euler angles ``rot, tilt, psi`` (degrees), intrinsic ZYZ: the particle is the
   template rotated *actively* by ``M = Rz(rot) @ Ry(tilt) @ Rz(psi)`` acting on ``(x, y, z)``
-  column vectors (right-handed). ``M`` is the transpose of RELION's
-  ``Euler_angles2matrix(rot, tilt, psi)`` (which maps particle to reference), i.e. the RELION
-  convention for ``rlnAngleRot/Tilt/Psi``. Orientations are uniform on SO(3).
+  column vectors (right-handed). These are *not* RELION's ``rlnAngleRot/Tilt/Psi``: RELION's
+  ``Euler_angles2matrix(rot, tilt, psi) = (Rz Ry Rz)ᵀ`` is applied reference → particle, so the
+  STAR export writes the angles of ``M⁻¹`` (:func:`faket_dask.stages.particle_export.relion_angles`;
+  every export's convention and its source: docs/formats.md). Orientations are uniform on SO(3).
 
 The table
 ---------

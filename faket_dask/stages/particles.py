@@ -30,7 +30,8 @@ from ..store.layout import (
 )
 
 #: Attribute text describing the conventions (copied into the stores and exports' docs).
-EULER_CONVENTION = ("ZYZ intrinsic, degrees (RELION rot/tilt/psi): particle = template rotated "
+EULER_CONVENTION = ("ZYZ intrinsic, degrees (RELION's rlnAngleRot/Tilt/Psi are the angles of the "
+                    "inverse, see the STAR export): particle = template rotated "
                     "actively by Rz(rot) Ry(tilt) Rz(psi) on (x, y, z)")
 COORD_CONVENTION = "voxel coordinates; voxel index i has its centre at i, i.e. (i + 0.5) * pixel_size_A in Å"
 
