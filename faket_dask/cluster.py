@@ -12,7 +12,11 @@ alone would put it on every interface). Reach it from another machine through an
 (``ssh -L 8787:localhost:8787 HOST``), or set the environment variable
 ``FAKET_DASHBOARD_ADDRESS`` (:data:`DASHBOARD_ENV`): ``0.0.0.0:8787`` listens on every
 interface, ``:9000`` on loopback port 9000, ``none`` turns the dashboard off
-(:func:`dashboard_address`). A joined (``--scheduler``) or SLURM cluster keeps its own settings.
+(:func:`dashboard_address`). A joined (``--scheduler``) cluster keeps its own settings.
+
+A SLURM cluster (dask-jobqueue) must be reachable from the compute nodes, so its scheduler
+listens on every interface; it uses TLS with temporary credentials made for the run, so only
+its own workers and client get in (:func:`_slurm_cluster`). Its dashboard stays on loopback.
 """
 from __future__ import annotations
 
@@ -35,6 +39,9 @@ DASHBOARD_ENV = "FAKET_DASHBOARD_ADDRESS"
 #: The dashboard address :func:`connect` uses unless told otherwise (port 8787, on loopback).
 DEFAULT_DASHBOARD = ":8787"
 _LOOPBACK = "127.0.0.1"
+#: Where a SLURM cluster writes its workers' temporary TLS credentials unless its file sets
+#: ``options.shared_temp_directory``: a directory the compute nodes must also see.
+DEFAULT_TLS_DIR = "~/.faket-dask/tls"
 
 
 def dashboard_address(dashboard: str | None = DEFAULT_DASHBOARD) -> str | None:
@@ -142,6 +149,101 @@ def _cuda_cluster(dashboard: str | None, **kwargs: Any):
     return LocalCUDACluster(dashboard_address=dashboard, silence_logs=logging.ERROR, **kwargs)
 
 
+def _slurm_cluster(p: Path, options: dict[str, Any], jobs: int, dashboard: str | None):
+    """A dask-jobqueue ``SLURMCluster`` that only holders of its TLS credentials can join.
+
+    ``options.security`` (default ``true``): temporary TLS credentials made for this run
+    (``distributed.Security.temporary()``); the workers' copies are written, readable by their
+    owner only, to ``options.shared_temp_directory`` (default :data:`DEFAULT_TLS_DIR`), which
+    the compute nodes must see. A mapping: ``distributed.Security`` arguments (a site's own
+    certificate files). ``false``: plain TCP, anyone who reaches the scheduler's port can run
+    code on it. The dashboard listens on :func:`dashboard_address` (loopback of this machine)
+    unless ``options.scheduler_options.dashboard_address`` says otherwise.
+    """
+    import shutil
+
+    try:
+        from dask_jobqueue import SLURMCluster
+        from distributed.security import Security
+    except ImportError:
+        raise FaketError(f"{p}: type slurm needs dask-jobqueue: pip install 'faket-dask[hpc]'") from None
+    if shutil.which("sbatch") is None:
+        raise InputError(f"{p}: type slurm needs SLURM's sbatch, which is not on PATH "
+                         "(run this on a login node of the cluster)")
+    security = options.pop("security", True)
+    if security is True:
+        try:
+            security = Security.temporary()
+        except ImportError:
+            raise FaketError(f"{p}: TLS (options.security, on by default) needs cryptography: "
+                             "pip install 'faket-dask[hpc]'") from None
+        tls_dir = str(options.setdefault("shared_temp_directory", DEFAULT_TLS_DIR))
+        try:
+            Path(os.path.expandvars(tls_dir)).expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{p}: cannot create shared_temp_directory {tls_dir} ({exc.strerror})") from None
+    elif isinstance(security, dict):
+        try:
+            security = Security(**security)
+        except TypeError as exc:
+            raise InputError(f"{p}: options.security: {exc}") from None
+    elif security is False or security is None:
+        security = None
+    else:
+        raise InputError(f"{p}: options.security must be true, false or a mapping of distributed.Security "
+                         "arguments (tls_ca_file, tls_client_cert, ...)")
+    scheduler_options = dict(options.pop("scheduler_options", None) or {})
+    if dashboard is None:
+        scheduler_options.setdefault("dashboard", False)
+    scheduler_options.setdefault("dashboard_address", dashboard)
+    try:
+        cluster = SLURMCluster(security=security, scheduler_options=scheduler_options, **options)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{p}: options: {str(exc).strip().splitlines()[0]}") from None
+    refusal = _sbatch_test_only(cluster.job_script())
+    if refusal:
+        with contextlib.suppress(Exception):
+            cluster.close()
+        raise InputError(f"{p}: SLURM refuses the worker job ({refusal})")
+    cluster.scale(jobs=jobs)
+    return cluster
+
+
+def _remove_worker_credentials(cluster: Any) -> None:
+    """Delete the files dask-jobqueue wrote the workers' temporary TLS credentials to, now.
+
+    They are ``NamedTemporaryFile`` objects held by the cluster (deleted when closed), which
+    would otherwise wait for the cluster object to be garbage-collected.
+    """
+    for name in ("_job_ca_file", "_job_cert", "_job_key"):
+        f = getattr(cluster, name, None)
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
+
+
+def _sbatch_test_only(script: str) -> str | None:
+    """Why SLURM would refuse this job script (``sbatch --test-only``), or None if it accepts it.
+
+    dask-jobqueue submits jobs in the background, where a refusal (a wrong partition, account
+    or memory request) is a traceback in the event loop and a run waiting for workers forever.
+    """
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="faket-dask-job-") as f:
+        f.write(script)
+        f.flush()
+        try:
+            proc = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"sbatch --test-only: {exc}"
+    if proc.returncode == 0:
+        return None
+    why = [ln.strip() for ln in proc.stderr.splitlines() if "error:" in ln]
+    return "; ".join(why or proc.stderr.strip().splitlines()[-1:] or [f"sbatch exit code {proc.returncode}"])
+
+
 def cluster_from_file(path: str | Path, dashboard: str | None = ":8787"):
     """Start the cluster described by a YAML file (see ``cluster/README.md``).
 
@@ -167,13 +269,7 @@ def cluster_from_file(path: str | Path, dashboard: str | None = ":8787"):
     if kind == "cuda":
         return _cuda_cluster(dashboard, **options)
     if kind == "slurm":
-        try:
-            from dask_jobqueue import SLURMCluster
-        except ImportError:
-            raise FaketError(f"{p}: type slurm needs dask-jobqueue: pip install dask-jobqueue") from None
-        cluster = SLURMCluster(**options)
-        cluster.scale(jobs=int(spec.get("jobs", 1)))
-        return cluster
+        return _slurm_cluster(p, options, int(spec.get("jobs", 1)), dashboard)
     raise InputError(f"{p}: unknown cluster type '{kind}' (local, cuda or slurm)")
 
 
@@ -277,3 +373,4 @@ def connect(
     finally:
         if cluster is not None:
             cluster.close()
+            _remove_worker_credentials(cluster)
