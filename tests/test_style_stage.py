@@ -122,7 +122,9 @@ def test_cached_grams_reused(tmp_path):
 
     ds = fd.style_grams_dataset(style, **RANDOM)
     assert ds["gram_1"].dims == ("tilt", "gram_1_i", "gram_1_j") and ds["gram_29"].shape == (t, 512, 512)
-    assert ds["gram_1"].data.chunks[0] == (1, 1, 1) and ds["style_std"].dtype == np.float64
+    # small tilts go several to a task: 2**16 // (48 * 80) = 17 >= 3 tilts, one task
+    assert ds["gram_1"].data.chunks[0] == (3,) and ds["style_std"].dtype == np.float64
+    assert fd.style_grams_dataset(style, **RANDOM, batch=1)["gram_1"].data.chunks[0] == (1, 1, 1)
     assert ds.attrs["source"] == "tomo_001/tiltseries/measured" and ds.attrs["style_shape"] == [t, h, w]
     store = tmp_path / "run.zarr"
     group = style_grams_group("tomo_001/tiltseries/measured")

@@ -52,7 +52,7 @@ def style_cmd(
     weights: Annotated[str, typer.Option(help="VGG-19 weights: imagenet (local torch hub cache, see fetch-weights), random, or a state-dict file.")] = DEFAULT_WEIGHTS,
     seed: Annotated[int, typer.Option(help="Seed of --weights random.")] = 0,
     tile: Annotated[str, typer.Option(help="auto: untiled whenever a tilt fits one task's memory on the workers, else tiled; N: TILE x TILE tiles (multiple of 16); none: never tile.")] = "auto",
-    batch: Annotated[Optional[int], typer.Option(help="Tilts per task (default 1 on CPU; on GPU as many as fit).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Tilts per task (default: 2**16 pixels' worth on CPU, 1 tilt from 256²; on GPU as many as fit).")] = None,
     precision: Annotated[str, typer.Option(help=", ".join(PRECISIONS) + ".")] = DEFAULT_PRECISION,
     device: Annotated[str, typer.Option(help="auto (cuda when the cluster's workers offer GPU=1), cpu or cuda.")] = "auto",
     match_angles: Annotated[str, typer.Option(help="Content tilts meet the style tilt of the same angle: exact (same angle set) or nearest.")] = "exact",

@@ -140,7 +140,7 @@ def style_grams_dataset(
     xarray.Dataset
         ``gram_<l>`` (tilt, gram_<l>_i, gram_<l>_j) float32 for every style layer ``l``,
         ``style_mean``/``style_std`` (tilt,) float64 (``ddof=0``, of the original stack),
-        chunked one task (1 tilt, or ``batch``) per chunk; attrs record everything the Grams
+        chunked one task (``batch`` tilts, default ``default_batch``) per chunk; attrs record everything the Grams
         depend on: ``weights`` (``"random"``, ``"imagenet"`` or the file's resolved path),
         ``weights_seed`` (random), ``weights_sha256`` (file), ``precision``, ``algorithm``
         (resolved), ``tile``, ``style_layers``, ``device`` (cpu/cuda), ``kernel_batch``,

@@ -309,16 +309,18 @@ def settings(
         budget = task_bytes(dev)
         budget_MiB = round(budget / MIB, 1)
         tile = auto_tile(shape_yx, budget, params)
+    tile_crop = shape_yx if tile is None else crop_shape(shape_yx, tile, params)
     if dtype == "cpu":
         # One tilt per pass: each tilt's arithmetic is then the same whatever the grouping.
+        # Small tilts go several to a task (default_batch: 2**16 pixels, 4 tilts of 128²), so
+        # the per-task overhead (scheduling, inputs, entering the runtime) does not dominate.
         kb = 1
-        tb = batch or 1
+        tb = batch or default_batch(tile_crop, dev)
     else:
-        crop = shape_yx if tile is None else crop_shape(shape_yx, tile, params)
-        tb = batch or default_batch(crop, dev)
+        tb = batch or default_batch(tile_crop, dev)
         if auto and batch is None:
             # as many tilts per pass as the measured memory holds, at least one
-            tb = max(1, min(tb, int(budget // nst_task_bytes(crop))))
+            tb = max(1, min(tb, int(budget // nst_task_bytes(tile_crop))))
         kb = tb
     return Settings(wkey, seed, dev, precision, alg, tile, params, tb, kb, budget_MiB)
 

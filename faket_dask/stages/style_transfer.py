@@ -218,7 +218,8 @@ def style_transfer(
         ``"cpu"``, ``"cuda"``; None: CUDA when torch sees a GPU here. CUDA tasks ask for the
         worker resource ``GPU=1``.
     batch : int, optional
-        Tilts per task (default 1 on CPU; on CUDA as many as fit, ``default_batch``). On CPU
+        Tilts per task (default ``default_batch``: 2**16 pixels on CPU, i.e. 4 tilts of 128²,
+        1 from 256²; on CUDA as many as fit). On CPU
         the kernel still runs one tilt per pass, so the result does not depend on ``batch``;
         on CUDA a task's tilts are one pass.
     precision : {"fp32", "tf32", "bf16"}
