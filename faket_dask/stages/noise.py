@@ -14,7 +14,11 @@ Estimation (:func:`estimate_noise`)
     its spectrum, see ``docs/noise.md``) and row moments, reduced per tilt. Statistics are
     computed eagerly (the result is a small model, not an array).
 
-Injection (:func:`add_noise`), a lazy graph of three passes over the input:
+Injection (:func:`add_noise`). When every chunk holds whole tilts (the run store's tilt-series
+are chunked by tilt), one task per chunk does it all: P's moments, the field ``z`` generated
+once, ``x``, its moments, ``rescale`` (:func:`_whole_tilt_block`; half the field generation of
+the passes below, the same kernels and reductions, so the same bits). Otherwise a lazy graph
+of three passes over the input:
     0. ``row_moments(P)`` per chunk -> per-tilt mean/std of P;
     A. regenerate the field ``z`` of the chunk from its position, ``x = mix(P, ...)``,
        ``row_moments(x)`` -> per-tilt mean/std of x;
@@ -62,6 +66,7 @@ from .tilt_statistics import (
     tilt_angles,
     tilt_mean_std,
     tilt_moments,
+    tilts_mean_std,
 )
 
 __all__ = [
@@ -251,12 +256,42 @@ def _apply_block(p, p_mean, p_std, x_mean, x_std, *, mean, std, block_info=None,
     return nz.rescale(x, x_mean[:, 0, 0], x_std[:, 0, 0], mean[t0:t1], std[t0:t1])
 
 
+def _whole_tilt_block(p, *, mean, std, what: str, block_info=None, **kw) -> np.ndarray:
+    """Passes 0, A and B of whole tilts in one task: the field is generated once, not twice.
+
+    The same kernels and reductions as the three-pass graph (:func:`tilts_mean_std` is
+    :func:`tilt_mean_std`'s reduction), so the same bits; used when every chunk holds whole
+    tilts (the run store's tilt-series are chunked by tilt).
+    """
+    (t0, _), _, _ = block_info[0]["array-location"]
+    n = block_info[0]["shape"][0]
+    pms = tilts_mean_std(nm.row_moments(p), what, t0, n)
+    x, t0, t1 = _block_x(p, pms[..., 0:1], pms[..., 1:2], block_info, **kw)
+    xms = tilts_mean_std(nm.row_moments(x), f"{what} (noise mixture)", t0, n)
+    return nz.rescale(x, xms[:, 0, 0], xms[:, 0, 1], mean[t0:t1], std[t0:t1])
+
+
 def _check_u32(name: str, value: int) -> int:
     """``value`` as an int in [0, 2**32) (a Philox key word); :class:`InputError` otherwise."""
     v = int(value)
     if v != value or not 0 <= v < 2**32:
         raise InputError(f"{name} must be an integer in [0, 2**32), got {value}")
     return v
+
+
+def _three_passes(data: da.Array, what: str, kw: dict, curves: dict, token: str) -> da.Array:
+    """Passes 0, A, B as separate tasks (tilts split over several chunks; module docstring)."""
+    p_mean, p_std = tilt_mean_std(row_moments(data), what)
+    x_rows = da.map_blocks(
+        _x_row_moments_block, data, p_mean, p_std, **kw,
+        chunks=(data.chunks[0], data.chunks[1], (3,)), dtype=np.float64, name=f"noise-x-moments-{token}",
+    )
+    x_mean, x_std = tilt_mean_std(x_rows, f"{what} (noise mixture)")
+    return da.map_blocks(
+        _apply_block, data, p_mean, p_std, x_mean, x_std, **kw,
+        mean=curves["mean"], std=curves["std"],
+        chunks=data.chunks, dtype=np.float32, name=f"add-noise-{token}",
+    )
 
 
 def add_noise(
@@ -343,19 +378,13 @@ def add_noise(
         raise InputError(f"noise model: fitted std of tilt {bad} is {curves['std'][bad]:.4g} <= 0 (try a lower order)")
 
     data = ts.data
-    p_mean, p_std = tilt_mean_std(row_moments(data), what)
     kw = {"seed": seed, "tomo": tomo, "r": curves["r"], "sigma": curves["sigma"], "k": k}
     token = da.core.tokenize(data.name, seed, tomo, k, curves)
-    x_rows = da.map_blocks(
-        _x_row_moments_block, data, p_mean, p_std, **kw,
-        chunks=(data.chunks[0], data.chunks[1], (3,)), dtype=np.float64, name=f"noise-x-moments-{token}",
-    )
-    x_mean, x_std = tilt_mean_std(x_rows, f"{what} (noise mixture)")
-    out = da.map_blocks(
-        _apply_block, data, p_mean, p_std, x_mean, x_std, **kw,
-        mean=curves["mean"], std=curves["std"],
-        chunks=data.chunks, dtype=np.float32, name=f"add-noise-{token}",
-    )
+    if len(data.chunks[1]) == 1 and len(data.chunks[2]) == 1:
+        out = da.map_blocks(_whole_tilt_block, data, **kw, mean=curves["mean"], std=curves["std"],
+                            what=what, dtype=np.float32, name=f"add-noise-{token}")
+    else:
+        out = _three_passes(data, what, kw, curves, token)
     attrs = dict(ts.attrs)
     attrs.update({
         "noise_seed": seed,

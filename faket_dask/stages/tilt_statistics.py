@@ -115,6 +115,16 @@ def _mean_std_block(rows: np.ndarray, *, what: str, block_info: dict | None = No
     """
     t0 = block_info[0]["array-location"][0][0] if block_info else 0
     n = block_info[0]["shape"][0] if block_info else rows.shape[0]
+    return tilts_mean_std(rows, what, t0, n)
+
+
+def tilts_mean_std(rows: np.ndarray, what: str, t0: int = 0, n: int | None = None) -> np.ndarray:
+    """In a task: all ``(t, Y, 3)`` row moments of tilts ``t0 …`` -> ``(t, 1, 2)`` [mean, std].
+
+    The same reduction as :func:`tilt_mean_std` (so the same bits); ``n`` (total tilts) only
+    names tilts in the errors. Raises :class:`InputError` for a NaN/inf or constant tilt.
+    """
+    n = rows.shape[0] if n is None else n
     mean, std = mean_std(reduce_rows(rows))
     for i in range(mean.size):
         if not (np.isfinite(mean[i]) and np.isfinite(std[i])):
