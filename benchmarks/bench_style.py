@@ -7,6 +7,9 @@ content/init/style stacks already normalised to [0, 1]) it times, each in its ow
   tilts per pass, ``--algorithm``: "auto" picks NNPACK Winograd for the deep convs when
   single-threaded, as in the streams used at ``--threads`` > 1);
 * ``fast-direct``: the same with ``algorithm="direct"`` (what the Winograd backend buys);
+* ``forward``: one forward pass of the VGG-19 prefix (through relu5_1) over the content tilts,
+  no autograd: the machine's roofline for this network (``*_over_forward`` ratios);
+* ``grams``: :func:`faket_dask.kernels.nst.style_grams` of the style tilts;
 * ``reference``: :func:`faket_dask.kernels.nst.stylise_reference` (one tilt at a time,
   autograd, ``torch.optim.Adam``, Grams recomputed per tilt), the way the original FakET runs;
 * ``before`` (with ``--compare-with PATH``): ``stylise`` of another checkout of faket-dask at
@@ -119,7 +122,29 @@ def _worker(job: dict) -> dict:
     res: dict = {"kernel_module": k.__name__, "tree": _TREE,
                  "build_vgg_s": round(time.perf_counter() - t0, 3)}
     impl = job["impl"]
-    if impl == "reference":
+    if impl == "forward":
+        # the roofline: one forward pass of the VGG-19 prefix (through relu5_1) over the same
+        # tilts, batch by batch as the fast path, no autograd; the input as the kernel makes it
+        import torch
+
+        batch = job["batch"] or k.default_batch(c.shape[-2:])
+        inp = torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))[:, None].expand(-1, 3, -1, -1)
+
+        def forward():
+            with torch.no_grad():
+                for i in range(0, c.shape[0], batch):
+                    vgg(inp[i:i + batch].contiguous())
+            return np.zeros(1, np.float32)
+        out, m = _measure(forward)
+        res.update(batch=batch)
+    elif impl == "grams":
+        def grams():
+            g = k.style_grams(vgg, s, batch=job["batch"], precision=job["precision"],
+                              algorithm=job["algorithm"])
+            return np.concatenate([t.numpy().ravel() for t in g])
+        out, m = _measure(grams)
+        res.update(batch=job["batch"] or k.default_batch(c.shape[-2:]), algorithm=job["algorithm"])
+    elif impl == "reference":
         out, m = _measure(lambda: k.stylise_reference(vgg, c, x, s))
     else:
         alg = "direct" if impl == "fast-direct" else job["algorithm"]
@@ -237,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--algorithm", default="auto", choices=["auto", "winograd", "direct"])
     ap.add_argument("--repeats", type=int, default=1, help="runs per implementation (min kept)")
     ap.add_argument("--impls", nargs="+", default=["fast", "reference"],
-                    choices=["fast", "fast-direct", "reference"])
+                    choices=["fast", "fast-direct", "reference", "forward", "grams"])
     ap.add_argument("--compare-with", type=Path, default=None, metavar="PATH",
                     help="another faket-dask checkout: also time its stylise ('before')")
     ap.add_argument("--grad-memory", type=int, default=None, metavar="SIZE",
@@ -298,6 +323,12 @@ def main(argv: list[str] | None = None) -> dict:
         report["speedup_wall"] = round(r["time_s"] / f["time_s"], 3)
         report["speedup_cpu"] = round(r["cpu_s_min"] / f["cpu_s_min"], 3)
         report["diff"] = _diff(outs["fast"], outs["reference"])
+    if "forward" in outs:
+        # issue 15: style Grams <= 1.2x and the NST step <= 3.5x one forward pass per tilt
+        fw = report["forward"]["time_s"]
+        for impl in ("grams", "fast", "reference"):
+            if impl in outs:
+                report[f"{impl}_over_forward"] = round(report[impl]["time_s"] / fw, 3)
     if "fast" in outs and "fast-direct" in outs:
         report["winograd_speedup_wall"] = round(
             report["fast-direct"]["time_s"] / report["fast"]["time_s"], 3)

@@ -248,6 +248,8 @@ app.command("microscope")(microscope_cmd)
 from .commands.specimen import export_particles_cmd, specimen_cmd  # noqa: E402
 app.command("specimen")(specimen_cmd)
 app.command("export-particles")(export_particles_cmd)
+from .commands.copick import export_copick_cmd  # noqa: E402
+app.command("export-copick")(export_copick_cmd)
 from .commands.style import fetch_weights_cmd, style_cmd  # noqa: E402
 app.command("style")(style_cmd)
 app.command("fetch-weights")(fetch_weights_cmd)
