@@ -70,6 +70,29 @@ def test_random_vgg_equals_torchvision_construction(vgg, torchvision_vgg19):
     assert not torch.equal(other[0].weight, vgg[0].weight)
 
 
+def test_random_weights_file_cache(tmp_path, monkeypatch, torchvision_vgg19):
+    """The disk cache of random weights holds exactly the drawn values; a bad file is redrawn."""
+    from faket_dask.kernels.nst.vgg import CACHE_ENV, random_weights_cache_path
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    path = random_weights_cache_path(0)
+    assert path.parent == tmp_path and not path.exists()
+    drawn = nst.build_vgg("random", seed=0)             # draws, writes the file
+    assert path.is_file()
+    loaded = nst.build_vgg("random", seed=0)            # reads it back
+    assert same(drawn, loaded)
+    full = torchvision_vgg19.features[: LAST_LAYER + 1]
+    assert all(torch.equal(a, b) for a, b in zip(loaded.parameters(), full.parameters()))
+    path.write_bytes(b"not a state dict")
+    assert same(nst.build_vgg("random", seed=0), drawn)  # redrawn and rewritten
+    assert same(nst.build_vgg("random", seed=0), drawn)
+    monkeypatch.setenv(CACHE_ENV, "none")
+    assert random_weights_cache_path(0) is None and same(nst.build_vgg("random", seed=0), drawn)
+
+
 def test_weights_file(tmp_path, vgg, golden, torchvision_vgg19):
     """A torchvision VGG-19 state dict (full or features-only) gives the same network."""
     gold = golden("style_transfer")

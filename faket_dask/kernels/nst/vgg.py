@@ -77,6 +77,62 @@ def _random_vgg19_features(seed: int) -> nn.Sequential:
     return features
 
 
+#: Environment variable naming the directory of the random-weights cache
+#: (default ``~/.cache/faket-dask``); ``none`` turns the cache off.
+CACHE_ENV = "FAKET_CACHE_DIR"
+#: Random-weights files kept in the cache (80 MB each), the most recently drawn.
+RANDOM_CACHE_FILES = 4
+
+
+def random_weights_cache_path(seed: int) -> Path | None:
+    """The file that caches :func:`_random_vgg19_features` of ``seed`` (None: cache off).
+
+    Keyed by torch's and torchvision's versions, whose RNG and init code make the values.
+    """
+    root = os.environ.get(CACHE_ENV, "")
+    if root.lower() == "none":
+        return None
+    import torchvision
+
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "faket-dask"
+    return base / f"vgg19-random-seed{int(seed)}-torch{torch.__version__}-tv{torchvision.__version__}.pt"
+
+
+def _random_features_cached(seed: int) -> nn.Sequential:
+    """:func:`_random_vgg19_features` through a file cache.
+
+    Drawing the weights costs ~1.9 s per process (most of it the classifier's 123 M discarded
+    draws, which fix the RNG state the convs are drawn from), paid by every Dask worker that
+    uses random weights; reading the 80 MB of ``features`` back costs ~0.1 s. The file holds
+    exactly the drawn values (``tests/kernels/test_nst_vgg.py`` compares), written atomically;
+    an unreadable file is drawn again and replaced.
+    """
+    path = random_weights_cache_path(seed)
+    if path is not None and path.is_file():
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.random.fork_rng(devices=[]):
+                features = _vgg19_features_skeleton()
+            features.load_state_dict(sd, strict=True)
+            return features
+        except Exception:  # noqa: BLE001 - a bad cache file is redrawn, never fatal
+            pass
+    features = _random_vgg19_features(seed)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+            torch.save(features.state_dict(), tmp)
+            os.replace(tmp, path)
+            # 80 MB a seed: keep the most recently drawn few
+            old = sorted(path.parent.glob("vgg19-random-seed*.pt"), key=lambda f: f.stat().st_mtime)
+            for f in old[:-RANDOM_CACHE_FILES]:
+                f.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only home: no cache, same weights
+    return features
+
+
 def _finish_features(features: nn.Sequential, device: torch.device | str | None) -> nn.Sequential:
     """Truncate after relu5_1, first conv padding 'replicate', eval, frozen."""
     feats = features[: LAST_LAYER + 1]
@@ -171,7 +227,7 @@ def build_vgg(
         ``"imagenet"`` is not cached, or the file is missing, unreadable or incompatible.
     """
     if isinstance(weights, str) and weights == "random":
-        return _finish_features(_random_vgg19_features(seed), device)
+        return _finish_features(_random_features_cached(seed), device)
 
     if isinstance(weights, str) and weights == "imagenet":
         path = imagenet_weights_path()
