@@ -1,10 +1,13 @@
 """Reconstruction speed and memory: faket-dask kernels vs the original FakET path, same run.
 
-For each size N, a synthetic T x N x N float32 tilt-series is reconstructed twice, each in its
-own fresh process (multiprocessing "spawn"), so that each gets its own peak RSS:
+For each size N, a synthetic T x N x N float32 tilt-series is reconstructed three times, each in
+its own fresh process (multiprocessing "spawn"), so that each gets its own peak RSS:
 
 - ours:     bin_tilts(factor) -> approx_shrec_filter + apply_fourier_filter ->
             backproject_slab over the whole stack (one slab, cy = all rows);
+- api:      the public API, ``fd.reconstruct(ts, binning=b).compute()`` (Dask graph on the
+            threaded scheduler, ``--threads`` workers; warm after the warm-up run): what a user
+            calls; ``speedup_api`` = original / api, ``api_equals_kernels`` its bits vs ours;
 - original: per-tilt scipy.ndimage.zoom(1/factor, order=3) -> numpy FFT filter ->
             radontea.backproject_3d(filtering=None, weight_angles=False, padding=False,
             ncpus=threads) -> flip of axis 0 (what FakET runs; see docs/method.md §5).
@@ -89,6 +92,20 @@ def _ours(proj: np.ndarray, angles: np.ndarray, binning: int) -> np.ndarray:
     return backproject_slab(filtered, angles)
 
 
+def _api(proj: np.ndarray, angles: np.ndarray, binning: int, threads: int) -> np.ndarray:
+    """The public API as a user calls it: ``fd.reconstruct(ts, binning=b).compute()`` on Dask's
+    threaded scheduler with ``threads`` workers (graph, tasks and all)."""
+    import dask
+    import dask.array as da
+
+    import faket_dask as fd
+
+    ts = fd.tiltseries(da.from_array(proj, chunks=(1, *proj.shape[1:]), name="bench-input"),
+                       angles_deg=angles, pixel_size_A=10.0, name="bench")
+    with dask.config.set(scheduler="threads", num_workers=threads):
+        return fd.reconstruct(ts, binning=binning).values
+
+
 def _numpy_backproject_3d(filtered: np.ndarray, angles_rad: np.ndarray) -> np.ndarray:
     """Fallback reference: docs/method.md §5.3 with np.interp, row by row (float64, like radontea)."""
     t, ny, n = filtered.shape
@@ -152,12 +169,15 @@ def _reference_name() -> str:
 
 def _worker(which: str, tilts: int, size: int, binning: int, threads: int, repeats: int,
             out_path: str, queue: mp.Queue) -> None:
-    if which == "ours":
+    if which in ("ours", "api"):
         sys.path.insert(0, str(REPO))
         import torch
 
         torch.set_num_threads(threads)
-        run = lambda p, a: _ours(p, a, binning)  # noqa: E731
+        if which == "ours":
+            run = lambda p, a: _ours(p, a, binning)  # noqa: E731
+        else:
+            run = lambda p, a: _api(p, a, binning, threads)  # noqa: E731
     else:
         run = lambda p, a: _original(p, a, binning, threads)  # noqa: E731
     small, small_angles = _make_input(tilts, 32)
@@ -240,6 +260,8 @@ def main() -> None:
             ours_path, ref_path = f"{tmp}/ours_{size}.npy", f"{tmp}/ref_{size}.npy"
             ref = _spawn("original", args, size, ref_path)
             ours = _spawn("ours", args, size, ours_path)
+            api = _spawn("api", args, size, f"{tmp}/api_{size}.npy")
+            api_equals_kernels = bool(np.array_equal(np.load(f"{tmp}/api_{size}.npy"), np.load(ours_path)))
             a = np.load(ours_path).astype(np.float64)
             b = np.load(ref_path).astype(np.float64)
             a0, b0 = a - a.mean(), b - b.mean()
@@ -249,6 +271,9 @@ def main() -> None:
                 "ours": ours,
                 "original": ref,
                 "speedup": round(ref["seconds"] / ours["seconds"], 2),
+                "api": api,
+                "speedup_api": round(ref["seconds"] / api["seconds"], 2),
+                "api_equals_kernels": api_equals_kernels,
                 "pearson": float(a0.ravel() @ b0.ravel()
                                  / np.sqrt((a0.ravel() @ a0.ravel()) * (b0.ravel() @ b0.ravel()))),
                 "rel_l2": float(np.linalg.norm(a - b) / np.linalg.norm(b)),

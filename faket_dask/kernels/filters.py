@@ -260,6 +260,27 @@ def _hermitian_half(filt: torch.Tensor) -> torch.Tensor:
     return ((filt + mirrored) * 0.5)[:, : filt.shape[1] // 2 + 1].contiguous()
 
 
+_HALVES: dict[tuple, torch.Tensor] = {}
+
+
+def _cached_half(f: torch.Tensor) -> torch.Tensor:
+    """:func:`_hermitian_half` of a CPU filter, remembered by its bytes (a Dask stage filters
+    one tilt per task with the same filter: recomputing the flip/roll cost 11 ms of a 16 ms
+    512² tilt)."""
+    if f.device.type != "cpu":
+        return _hermitian_half(f)
+    import hashlib
+
+    key = (tuple(f.shape), hashlib.blake2b(f.numpy().tobytes(), digest_size=16).digest())
+    half = _HALVES.get(key)
+    if half is None:
+        half = _hermitian_half(f)
+        if len(_HALVES) >= 8:
+            _HALVES.clear()
+        _HALVES[key] = half
+    return half
+
+
 def apply_fourier_filter(
     ts: np.ndarray | torch.Tensor, filt: np.ndarray | torch.Tensor | None
 ) -> np.ndarray | torch.Tensor:
@@ -298,7 +319,7 @@ def apply_fourier_filter(
             raise ValueError(
                 f"filter shape {tuple(f.shape)} does not match tilt shape {tuple(x.shape[1:])}"
             )
-        half = _hermitian_half(f)
+        half = _cached_half(f)
         shape = tuple(x.shape[1:])
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
         # Batches of tilts bound the complex128 temporaries (~16 bytes per pixel) to ~32 MB.
