@@ -256,6 +256,8 @@ app.command("fetch-weights")(fetch_weights_cmd)
 from .commands.simulate import demo_cmd, simulate_cmd  # noqa: E402
 app.command("simulate")(simulate_cmd)
 app.command("demo")(demo_cmd)
+from .commands.score import score_cmd  # noqa: E402
+app.command("score")(score_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
