@@ -21,8 +21,11 @@ import xarray as xr
 
 from faket_dask import datamodel
 from faket_dask.errors import InputError, OutputExistsError
-from faket_dask.kernels.scoring import czii_counts, f_beta, score_picks
-from faket_dask.stages.scoring_io import read_points, score_files
+from faket_dask.kernels.scoring import score_picks
+from faket_dask.kernels.scoring_match import czii_counts
+from faket_dask.kernels.scoring_result import f_beta
+from faket_dask.stages.scoring import score_files
+from faket_dask.stages.scoring_points import read_points
 
 EXE = str(Path(sys.executable).with_name("faket-dask"))
 PIX = 10.0
@@ -408,7 +411,7 @@ def test_cli_bad_input_one_line_each(tmp_path, capsys):
     code, err = _main(["score", tmp_path / "picks.json", truth, "--out", out], capsys)
     assert code == 2 and "exists; pass --overwrite" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(OutputExistsError):
-        from faket_dask.stages.scoring_io import check_outputs
+        from faket_dask.stages.scoring_outputs import check_outputs
 
         check_outputs(out, None, overwrite=False)
     code, _ = _main(["score", picks, truth, "--out", out, "--overwrite"], capsys)

@@ -6,7 +6,8 @@
         --confusion confusion.csv          # also writes confusion.png
 
 Rules and sources: :mod:`faket_dask.kernels.scoring`; files and frames:
-:mod:`faket_dask.stages.scoring_io`; every field of the report: ``docs/scoring.md``.
+:mod:`faket_dask.stages.scoring_points`; reconciling: :mod:`faket_dask.stages.scoring`; outputs:
+:mod:`faket_dask.stages.scoring_outputs`; every field of the report: ``docs/scoring.md``.
 Outputs are checked before anything is read; bad input is one ``faket-dask: error:`` line.
 """
 from __future__ import annotations
@@ -64,10 +65,10 @@ def score_cmd(
     particle is found by a pick of its class within 0.5 x its radius; TP/FP/FN summed over
     tomograms, then F-beta per class, weighted mean = score. Details: docs/scoring.md.
     """
-    from ..stages.scoring_io import (
+    from ..stages.scoring import score_files
+    from ..stages.scoring_outputs import (
         check_outputs,
         confusion_png,
-        score_files,
         write_confusion_csv,
         write_report,
     )

@@ -2,7 +2,7 @@
 
 SHREC'21's evaluation drew its confusion matrix with ``scikitplot.metrics.plot_confusion_matrix``
 (true class down, predicted across, counts in the cells); this draws the same layout from a
-:class:`~faket_dask.kernels.scoring.ScoreResult` without those extra packages: colour = the
+:class:`~faket_dask.kernels.scoring_result.ScoreResult` without those extra packages: colour = the
 fraction of the row, text = the count (zeros left blank).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..kernels.scoring import ScoreResult
+from ..kernels.scoring_result import ScoreResult
 from .drawing import new_figure, save_png
 
 
