@@ -88,7 +88,7 @@ def test_objects_match_the_store(exported, seen):
         assert o["pdb_id"] == (pdb[k - 1] or None)
         radii = [float(tb["radius_A"].values[tb["class_id"].values == k].max()) for tb in tables
                  if (tb["class_id"].values == k).any()]
-        assert o["radius"] == (max(radii) if radii else None)
+        assert o["radius"] == (pytest.approx(max(radii), abs=1e-4) if radii else None)
         assert o["is_particle"] == (name not in ("vesicle", "fiducial"))
         assert o["is_filament"] == (name in ("actin", "microtubule"))
     assert len({o["name"] for o in seen["objects"]}) == len(names)

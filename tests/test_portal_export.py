@@ -141,3 +141,18 @@ def test_cli_writes_and_refuses(tmp_path, capsys):
     assert not (out / FILES["ribo"]).exists()                     # nothing written, not even the free one
     assert {f.name: (f.read_bytes(), f.stat().st_mtime_ns) for f in out.iterdir()} == \
         {k: v for k, v in before.items() if k != FILES["ribo"]}
+
+
+def test_tomogram_grid_keeps_sizes_and_record_types(reference_run, tmp_path):
+    """The tomogram-grid table carries the per-object sizes (Å, grid-independent), so gold beads
+    stay ``point`` records there too, as on the specimen grid."""
+    from faket_dask.stages.particles import open_particles
+
+    store = reference_run["out"] / "run.zarr"
+    spec = open_particles(store, 0, grid="specimen")
+    tomo = open_particles(store, 0, grid="tomogram")
+    for c in EXTRA_COLUMNS:
+        assert np.array_equal(tomo[c].values, spec[c].values), c
+    kinds = {k: kind for k, (_, kind) in portal_annotation_files(spec, tmp_path / "a.ndjson").items()}
+    assert {k: kind for k, (_, kind) in portal_annotation_files(tomo, tmp_path / "a.ndjson").items()} == kinds
+    assert "point" in kinds.values() and "orientedPoint" in kinds.values(), kinds

@@ -87,7 +87,7 @@ def pickable_object(name: str, label: int, *, is_particle: bool, radius_A: float
     if filament is not None:
         meta["copick"] = {"filament": filament}
     return {"name": name, "is_particle": bool(is_particle), "label": int(label), "color": list(colour(label)),
-            "pdb_id": pdb_id or None, "radius": None if radius_A is None else float(radius_A),
+            "pdb_id": pdb_id or None, "radius": None if radius_A is None else round(float(radius_A), 4),
             "metadata": meta}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
-from ..kernels.specimen_placement import COLUMNS
+from ..kernels.specimen_placement import COLUMNS, EXTRA_COLUMNS
 from ..store.layout import tomo_name as default_tomo_name
 from .particles import CENTRED_COLUMNS, CORNER_COLUMNS, add_physical_coordinates
 
@@ -270,7 +270,8 @@ def export_particles(
     try:
         if suffix == ".csv":
             df.insert(0, "particle", np.asarray(particles["particle"].values))
-            for c in CORNER_COLUMNS + CENTRED_COLUMNS + (("n_voxels",) if "n_voxels" in particles else ()):
+            extra = tuple(c for c in EXTRA_COLUMNS + ("n_voxels",) if c in particles)
+            for c in extra + CORNER_COLUMNS + CENTRED_COLUMNS:
                 df[c] = np.asarray(particles[c].values)
             df.to_csv(tmp, index=False)
         elif suffix == ".star":

@@ -445,6 +445,10 @@ def open_particles(
     if tshape is None:
         raise InputError(f"{store}: no tomogram grid for {lgroup} (no {labels_group(tomo)} or "
                          f"{tomogram_group(tomo)})")
+    # per-object sizes are Å, the same on either grid: the specimen table's (row for row, checked)
+    for c in EXTRA_COLUMNS:
+        if c in parts:
+            lab[c] = ("particle", np.asarray(parts[c].values), dict(parts[c].attrs))
     out = add_physical_coordinates(lab, tshape, pixel_size_A=float(lab.attrs["pixel_size_A"]),
                                    centred_from=parts, specimen_shape_zyx=sshape)
     out.attrs.update(grid="tomogram", tomo=int(tomo), specimen_pixel_size_A=float(spx))

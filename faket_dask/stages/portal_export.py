@@ -44,7 +44,8 @@ what was rendered — proteins (atoms or maps) and vesicles (an ellipsoidal vesi
 ``shell_radius_A, shell_b_A, shell_c_A`` lie along the template x, y, z: the matrix's columns
 give their directions). It is written as ``point`` when the orientation means nothing: gold
 fiducials (balls: the renderer ignores the angles), filaments (a bent path, not a rigid copy of
-a template: the location is the path's midpoint, the path itself is in the store and the CSV),
+a template: the location is the path's midpoint; the path itself is in the store, dim
+``filament_point`` of ``tomo_NNN/particles``, and in a copick export),
 and every class of a table derived from label masks (orientations unknown, the zeros are
 placeholders; ``attrs["orientations"]``).
 """
@@ -171,7 +172,9 @@ def write_portal_annotations(particles: xr.Dataset, path: str | Path, *, overwri
     files = portal_annotation_files(particles, path)
     existing = [f.name for f, _ in files.values() if f.exists()]
     if existing and not overwrite:
-        raise OutputExistsError(f"{path.parent}: {', '.join(existing)} exist(s); pass --overwrite to replace "
+        raise OutputExistsError(f"{path.parent / existing[0]}"
+                                f"{f' and {len(existing) - 1} more' if len(existing) > 1 else ''}: "
+                                f"exist{'s' if len(existing) == 1 else ''}; pass --overwrite to replace "
                                 f"{'it' if len(existing) == 1 else 'them'} (nothing written)")
     records = portal_records(particles)
     tmps = {name: f.with_name(f".{f.name}.part") for name, (f, _) in files.items()}
