@@ -14,11 +14,12 @@ Estimation (:func:`estimate_noise`)
     its spectrum, see ``docs/noise.md``) and row moments, reduced per tilt. Statistics are
     computed eagerly (the result is a small model, not an array).
 
-Injection (:func:`add_noise`). When every chunk holds whole tilts (the run store's tilt-series
-are chunked by tilt), one task per chunk does it all: P's moments, the field ``z`` generated
-once, ``x``, its moments, ``rescale`` (:func:`_whole_tilt_block`; half the field generation of
-the passes below, the same kernels and reductions, so the same bits). Otherwise a lazy graph
-of three passes over the input:
+Injection (:func:`add_noise`). When a whole tilt's float64 temporaries (~48 bytes a pixel) fit
+one task's budget, the input is merged into whole-tilt chunks and one task per chunk does it
+all: P's moments, the field ``z`` generated once, ``x``, its moments, ``rescale``
+(:func:`_whole_tilt_block`; half the field generation of the passes below, the same kernels
+and reductions, so the same bits), split back to the input's chunks. Otherwise (tilts larger
+than ~10k × 1k pixels) a lazy graph of three passes over the input:
     0. ``row_moments(P)`` per chunk -> per-tilt mean/std of P;
     A. regenerate the field ``z`` of the chunk from its position, ``x = mix(P, ...)``,
        ``row_moments(x)`` -> per-tilt mean/std of x;
@@ -47,6 +48,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .. import chunking
 from ..errors import InputError
 from ..kernels import noise as nz
 from ..kernels import noise_moments as nm
@@ -380,9 +382,13 @@ def add_noise(
     data = ts.data
     kw = {"seed": seed, "tomo": tomo, "r": curves["r"], "sigma": curves["sigma"], "k": k}
     token = da.core.tokenize(data.name, seed, tomo, k, curves)
-    if len(data.chunks[1]) == 1 and len(data.chunks[2]) == 1:
-        out = da.map_blocks(_whole_tilt_block, data, **kw, mean=curves["mean"], std=curves["std"],
+    # ~6 float64 temporaries of a tilt: whole tilts in one task while that fits a task's budget
+    whole_tilt_bytes = 48 * int(data.shape[1]) * int(data.shape[2])
+    if whole_tilt_bytes <= chunking.DEFAULT_TASK_BYTES:
+        whole = data.rechunk({1: -1, 2: -1})
+        out = da.map_blocks(_whole_tilt_block, whole, **kw, mean=curves["mean"], std=curves["std"],
                             what=what, dtype=np.float32, name=f"add-noise-{token}")
+        out = out.rechunk(data.chunks)
     else:
         out = _three_passes(data, what, kw, curves, token)
     attrs = dict(ts.attrs)
