@@ -27,16 +27,21 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 
-def _stack(t: int, n: int, seed: int):
-    """``t`` smooth random n² tilts as a dask array chunked by tilt (float32)."""
+def _stack(t: int, n: int, seed: int, where: Path):
+    """``t`` smooth random n² tilts, written to a Zarr array chunked by tilt (as a run store's
+    tilt-series: the workers read them, nothing is shipped in the graph), opened lazily."""
     import dask.array as da
     import numpy as np
+    import zarr
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(seed)
     tilt = gaussian_filter(rng.standard_normal((n, n)).astype(np.float32), 3.0)
-    a = np.stack([np.roll(tilt, 7 * i, axis=1) + 0.1 * i for i in range(t)]).astype(np.float32)
-    return da.from_array(a, chunks=(1, n, n), name=f"bench-stack-{t}-{n}-{seed}")
+    z = zarr.create_array(str(where / f"s{t}-{n}-{seed}.zarr"), shape=(t, n, n), chunks=(1, n, n),
+                          dtype="float32", overwrite=True)
+    for i in range(t):
+        z[i] = np.roll(tilt, 7 * i, axis=1) + 0.1 * i
+    return da.from_zarr(z)
 
 
 def main() -> None:
@@ -47,10 +52,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
+    import tempfile
+
     import numpy as np
     from distributed import Client, LocalCluster
 
     import faket_dask as fd
+
+    where = Path(tempfile.mkdtemp(prefix="bench_nst_scaling_"))
 
     angles = np.linspace(-60, 60, args.tilts)
     report: dict = {"benchmark": "NST through the stage vs detector size", "tilts": args.tilts,
@@ -60,11 +69,11 @@ def main() -> None:
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None) as cl, \
             Client(cl):
         # warm the workers (torch import, VGG) on a tiny stack, untimed
-        tiny = [fd.tiltseries(_stack(2, 64, s), angles[:2], 10.0, name=nm)
+        tiny = [fd.tiltseries(_stack(2, 64, s, where), angles[:2], 10.0, name=nm)
                 for s, nm in enumerate(("content", "style", "noisy"))]
         fd.style_transfer(tiny[0], tiny[1], tiny[2], weights="random", seed=0).compute()
         for n in args.sizes:
-            c, s, x = (fd.tiltseries(_stack(args.tilts, n, k), angles, 10.0, name=nm)
+            c, s, x = (fd.tiltseries(_stack(args.tilts, n, k, where), angles, 10.0, name=nm)
                        for k, nm in enumerate(("content", "style", "noisy")))
             t0 = time.perf_counter()
             grams = fd.style_grams_dataset(s, weights="random", seed=0, tile="auto").persist()
@@ -84,6 +93,9 @@ def main() -> None:
                 "nst_per_tilt_s": round((t3 - t1) / args.tilts, 4),
             })
             print(json.dumps(report["results"][-1]), file=sys.stderr, flush=True)
+    import shutil
+
+    shutil.rmtree(where, ignore_errors=True)
     first = report["results"][0]
     for r in report["results"][1:]:
         scale = (r["size"] / first["size"]) ** 2
