@@ -2,8 +2,8 @@
 
 For each ``--sizes`` N, ``--tilts`` random smooth N² tilts (content, init, style) are styled
 through the public stage (``fd.style_grams_dataset`` then ``fd.style_transfer(..., tile="auto")``,
-random VGG-19 weights: the same cost as ImageNet's) on a LocalCluster of ``--workers``
-single-threaded worker processes, the project's default. The stage's attrs say which tile it
+random VGG-19 weights: the same cost as ImageNet's) on the project's LocalCluster
+(``fd.connect``) of ``--workers`` single-threaded worker processes, the default. The stage's attrs say which tile it
 chose (``nst_tile``: None = untiled) from the memory one task has on the workers
 (``nst_task_memory_MiB``). Reported per size: Grams and NST seconds per tilt (wall / tilts,
 i.e. with the workers' parallelism), and for every size after the first the ratio of its NST
@@ -55,7 +55,6 @@ def main() -> None:
     import tempfile
 
     import numpy as np
-    from distributed import Client, LocalCluster
 
     import faket_dask as fd
 
@@ -66,8 +65,8 @@ def main() -> None:
                     "workers": args.workers, "machine": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "load_1min_before": round(os.getloadavg()[0], 2),
                     "results": []}
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None) as cl, \
-            Client(cl):
+    # the project's own cluster (fd.connect): its worker environment (threads, malloc settings)
+    with fd.connect(workers=args.workers, dashboard=None, quiet=True):
         # warm the workers (torch import, VGG) on a tiny stack, untimed
         tiny = [fd.tiltseries(_stack(2, 64, s, where), angles[:2], 10.0, name=nm)
                 for s, nm in enumerate(("content", "style", "noisy"))]

@@ -258,6 +258,8 @@ app.command("simulate")(simulate_cmd)
 app.command("demo")(demo_cmd)
 from .commands.score import score_cmd  # noqa: E402
 app.command("score")(score_cmd)
+from .commands.compare import compare_cmd  # noqa: E402
+app.command("compare")(compare_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
