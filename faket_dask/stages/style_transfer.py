@@ -234,8 +234,8 @@ def style_transfer(
     name : str
         Name of the result.
     algorithm : {"auto", "winograd", "direct"}
-        Convolution algorithm; ``"auto"`` is resolved now (Winograd from conv3_1 on CPU for
-        tilts of at least 192² pixels when torch has NNPACK, else direct).
+        Convolution algorithm; ``"auto"`` is direct on every machine (Winograd from conv3_1 on
+        only when asked for; :mod:`faket_dask.kernels.nst.backend`).
     match_angles : {"exact", "nearest"}
         How content tilts meet style tilts when both carry angles: each content tilt is
         styled with the style tilt *of the same angle*, whatever the stacks' orders

@@ -5,11 +5,15 @@
 (:data:`WINOGRAD_FROM`; 74 % of the multiply-adds at any image size) with NNPACK's Winograd
 transform F(6×6, 3×3), ~2× fewer operations, through torch's private
 ``torch._nnpack_spatial_convolution`` — the one optional backend, behind this module only.
-``"auto"`` picks it single-threaded on CPU, as in a Dask task with one torch thread. Whether it
-pays depends on the CPU (``benchmarks/bench_style.py``, ``docs/benchmarks.md``): on AMD Zen 4
-it gave most of the fast path's 1.5×; on an Intel Xeon with AVX-512, where oneDNN's direct
-convolutions are fast and NNPACK has no AVX-512 path, it is 0.88× single-threaded. It is kept
-because ``"auto"`` resolving to it fixes the bits of existing results (tilts ≥ 192² on CPU).
+``"auto"`` means direct (since issue 15, 2026-12-01). Whether Winograd pays depends on the CPU
+(``benchmarks/bench_style.py``, ``docs/benchmarks.md``): on AMD Zen 4 it gave most of the fast
+path's 1.5×; on the Intel Xeon (AVX-512) of the project's machines, where oneDNN's direct
+convolutions are fast and NNPACK has no AVX-512 path, it is slower single-threaded (21 × 256²,
+one thread: Grams 1.32× vs 1.03× a forward pass, NST 3.86× vs 3.05×). A CPU-dependent
+``"auto"`` would make a run's bits depend on the machine that ran it, so ``"auto"`` is direct
+everywhere and Winograd is an explicit choice (``algorithm="winograd"``) for CPUs where
+``bench_style.py`` shows it pays. (Until then ``"auto"`` picked Winograd single-threaded on CPU
+for tilts ≥ 192²: outputs of such runs differ from today's by float rounding.)
 
 Accuracy: NNPACK's ~1e-5 relative error in conv1_x/conv2_x flips the sign of tiny gradient
 elements on ~0.1 % of the golden pixels (measured); from conv3_1 on, no more than the direct
@@ -26,18 +30,12 @@ import torch.nn.functional as F
 from ...params.nst import ALGORITHMS, Algorithm, Precision
 from .runtime import check_precision
 
-__all__ = ["WINOGRAD_FROM", "WINOGRAD_MIN_PIXELS", "conv3x3", "conv3x3_input_grad",
+__all__ = ["WINOGRAD_FROM", "conv3x3", "conv3x3_input_grad",
            "nnpack_available", "resolve_algorithm", "use_winograd"]
 
 #: With ``algorithm="winograd"`` the convs from this ``features`` index on (conv3_1 …) run
 #: through NNPACK (measured: earlier layers flip ~0.1 % of the golden pixels' sign steps).
 WINOGRAD_FROM = 10
-#: ``"auto"`` uses Winograd from this many pixels per tilt on: below ~128² NNPACK's per-call
-#: overhead on the small deep feature maps makes it slower than oneDNN (measured 2× slower at
-#: 64²). And only single-threaded: NNPACK's own thread pool scales poorly on the small deep
-#: maps and competes with the OpenMP pool of the other ops (measured at 2 threads: no faster
-#: than direct). The Dask stage runs one torch thread per task, NNPACK's best case.
-WINOGRAD_MIN_PIXELS = 192 * 192
 
 
 @functools.cache
@@ -56,8 +54,8 @@ def _check_algorithm(algorithm: str) -> None:
 
 def use_winograd(algorithm: Algorithm, device: torch.device, precision: Precision,
                  npix: int) -> bool:
-    """Whether a kernel call with these settings runs the deep convs through NNPACK now
-    (``"auto"`` with the calling thread's torch thread count).
+    """Whether a kernel call with these settings runs the deep convs through NNPACK: only for
+    ``algorithm="winograd"`` (``"auto"`` is direct).
 
     Raises
     ------
@@ -75,21 +73,17 @@ def use_winograd(algorithm: Algorithm, device: torch.device, precision: Precisio
         if algorithm == "winograd":
             raise RuntimeError("algorithm='winograd' needs a torch build with NNPACK")
         return False
-    if algorithm == "winograd":
-        return True
-    return npix >= WINOGRAD_MIN_PIXELS and torch.get_num_threads() == 1
+    return algorithm == "winograd"
 
 
 def resolve_algorithm(
     algorithm: Algorithm, device: torch.device | str | None, precision: Precision,
     shape: tuple[int, int], *, single_threaded: bool = True,
 ) -> Literal["winograd", "direct"]:
-    """What ``algorithm`` means for tilts of ``shape`` (y, x) on ``device``.
-
-    ``"auto"`` is resolved as ``stylise`` resolves it when torch runs single-threaded
-    (``single_threaded=True``, as inside a Dask task of the style-transfer stage) or with the
-    current thread count (``False``). The Dask stage fixes the result when it builds the graph,
-    so every task uses the same arithmetic whatever its worker's thread count.
+    """What ``algorithm`` means for tilts of ``shape`` (y, x) on ``device``: ``"auto"`` is
+    ``"direct"`` (module docstring). ``single_threaded`` is kept for callers; the answer no
+    longer depends on the thread count. The Dask stage fixes the result when it builds the
+    graph, so every task uses the same arithmetic.
 
     Returns
     -------
@@ -103,10 +97,6 @@ def resolve_algorithm(
     dev = torch.device(device) if device is not None else torch.device("cpu")
     npix = int(shape[0]) * int(shape[1])
     check_precision(precision)
-    if algorithm == "auto" and single_threaded:
-        ok = (dev.type == "cpu" and precision != "bf16" and npix >= WINOGRAD_MIN_PIXELS
-              and nnpack_available())
-        return "winograd" if ok else "direct"
     return "winograd" if use_winograd(algorithm, dev, precision, npix) else "direct"
 
 

@@ -105,7 +105,7 @@ def make_plan(vgg: nn.Module, device: torch.device, precision: Precision = "fp32
     precision, algorithm : str
         Decide the conv algorithm (:func:`.backend.use_winograd`) and the memory format.
     npix : int
-        Pixels per tilt (``"auto"`` uses Winograd from 192² on).
+        Pixels per tilt.
 
     Raises
     ------
