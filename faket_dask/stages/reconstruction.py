@@ -114,17 +114,12 @@ def _backproject_block(
     device: str, block_info: dict | None = None,
 ) -> np.ndarray:
     """Phase 2 of one slab: read ``(T, cy', X')`` from the scratch array, back-project it."""
-    from ..cluster import set_torch_threads
-    from ..kernels.backprojection import backproject_slab
-
-    set_torch_threads()
     (y0, y1) = block_info[0]["array-location"][1]
-    slab = zarr.open_array(scratch, mode="r")[:, y0:y1, :]
-    return backproject_slab(slab, angles, nz=nz, device=device)
+    return _backproject_in_memory(zarr.open_array(scratch, mode="r")[:, y0:y1, :], angles, nz, device)
 
 
 def _backproject_in_memory(slab: np.ndarray, angles: np.ndarray, nz: int, device: str) -> np.ndarray:
-    """Phase 2 of one slab whose ``(T, cy', X')`` filtered rows came through Dask's memory."""
+    """Phase 2 of one slab: back-project its ``(T, cy', X')`` filtered rows."""
     from ..cluster import set_torch_threads
     from ..kernels.backprojection import backproject_slab
 
