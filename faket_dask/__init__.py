@@ -28,12 +28,14 @@ _PUBLIC: dict[str, str] = {
     "load_mrc": ".formats.convert",
     "open": ".store",
     "open_var": ".store",
+    "pick": ".stages.picking",
     "project": ".stages.projection",
     "reconstruct": ".stages.reconstruction",
     "save": ".store",
     "style_grams_dataset": ".stages.style_grams",
     "style_transfer": ".stages.style_transfer",
     "tiltseries": ".datamodel",
+    "train_picker": ".stages.picker_training",
     "volume": ".datamodel",
 }
 
@@ -73,11 +75,13 @@ __all__ = [
     "load_mrc",
     "open",
     "open_var",
+    "pick",
     "project",
     "reconstruct",
     "save",
     "style_grams_dataset",
     "style_transfer",
     "tiltseries",
+    "train_picker",
     "volume",
 ]

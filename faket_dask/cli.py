@@ -258,6 +258,10 @@ app.command("simulate")(simulate_cmd)
 app.command("demo")(demo_cmd)
 from .commands.score import score_cmd  # noqa: E402
 app.command("score")(score_cmd)
+from .commands.train_picker import train_picker_cmd  # noqa: E402
+app.command("train-picker")(train_picker_cmd)
+from .commands.pick import pick_cmd  # noqa: E402
+app.command("pick")(pick_cmd)
 from .commands.compare import compare_cmd  # noqa: E402
 app.command("compare")(compare_cmd)
 

@@ -23,6 +23,7 @@ Checkpoint (``torch.save`` of a plain dict, read with ``weights_only=True``)::
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import InputError
+from ..params.picker import BACKGROUND, DEFAULT_FILTERS, SIZE_MULTIPLE
 
-#: DeepFinder's filters per level (models.py: 32, 48, 64).
-DEFAULT_FILTERS = (32, 48, 64)
-#: Name of channel 0 of every picker.
-BACKGROUND = "background"
-#: Edge lengths of a picker's input must be multiples of this (two 2³ poolings).
-SIZE_MULTIPLE = 4
+# DEFAULT_FILTERS (DeepFinder's 32, 48, 64), BACKGROUND (channel 0's name), SIZE_MULTIPLE (input
+# edges: two 2³ poolings) are owned by the torch-free faket_dask.params.picker, re-exported here.
 CHECKPOINT_FORMAT = "faket-dask picker"
 CHECKPOINT_VERSION = 1
 
@@ -121,7 +119,9 @@ def save_picker(path: str | Path, model: PickerUNet, class_names: Sequence[str],
         raise ValueError(f"class_names must start with {BACKGROUND!r}, got {names[:3]}")
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "filters": [int(f) for f in filters], "class_names": names, "config": dict(config)}
+               "filters": [int(f) for f in filters], "class_names": names,
+               # plain JSON types only (weights_only loading refuses str/float subclasses and numpy scalars)
+               "config": json.loads(json.dumps(dict(config)))}
     tmp = path.with_name(path.name + ".partial")
     torch.save(payload, tmp)
     tmp.replace(path)

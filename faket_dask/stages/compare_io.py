@@ -36,25 +36,29 @@ def parse_names(text: str | Sequence[str], what: str) -> list[str]:
     return items
 
 
-def parse_tomos(text: str | Sequence[int] | None, available: Sequence[int], store: Path | str) -> list[int]:
-    """``"0,1"`` -> ``[0, 1]`` (None: every tomogram of the store), each checked against ``available``."""
+def parse_tomos(text: str | Sequence[int] | None, available: Sequence[int], store: Path | str,
+                what: str = "--tomos") -> list[int]:
+    """``"0,1"`` -> ``[0, 1]`` (None: every tomogram of the store), each checked against ``available``.
+
+    ``what`` names the option in the messages (``--tomos``, ``--train``, ...).
+    """
     if text is None:
         return list(available)
     if isinstance(text, str):
         try:
-            tomos = [int(t) for t in parse_names(text, "--tomos")]
+            tomos = [int(t) for t in parse_names(text, what)]
         except ValueError:
-            raise InputError(f"--tomos must be comma-separated tomogram indices, e.g. 0,1; got '{text}'") from None
+            raise InputError(f"{what} must be comma-separated tomogram indices, e.g. 0,1; got '{text}'") from None
     else:
         tomos = [int(t) for t in text]
     if not tomos:
-        raise InputError("--tomos: no tomogram given")
+        raise InputError(f"{what}: no tomogram given")
     have = ", ".join(map(str, available)) or "none"
     for t in tomos:
         if t not in available:
-            raise InputError(f"--tomos {t}: out of range; {store} has tomograms {have}")
+            raise InputError(f"{what} {t}: out of range; {store} has tomograms {have}")
     if len(set(tomos)) != len(tomos):
-        raise InputError(f"--tomos: a tomogram is given twice ({text})")
+        raise InputError(f"{what}: a tomogram is given twice ({text})")
     return tomos
 
 

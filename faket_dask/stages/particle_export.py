@@ -14,8 +14,11 @@ from each exported file alone and matches the specimen.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,16 +107,26 @@ def shrec_angles(euler_zyz_deg: np.ndarray) -> np.ndarray:
     return _euler(euler_zyz_deg, invert=False, seq="ZXZ")
 
 
-def check_export_path(path: str | Path, *, overwrite: bool) -> Path:
+def check_export_path(path: str | Path, *, overwrite: bool, formats: tuple[str, ...] = FORMATS) -> Path:
     """Validate an export destination before anything is read or written.
 
     ``.ndjson`` is the stem of one file per class (:mod:`~faket_dask.stages.portal_export`),
     not written itself: those files are checked once the table (its classes) is read.
 
+    Parameters
+    ----------
+    path : path
+        The destination.
+    overwrite : bool
+        Whether an existing file may be replaced.
+    formats : tuple of str
+        The suffixes accepted (default :data:`FORMATS`; ``faket-dask pick`` writes all but
+        ``.ndjson``).
+
     Raises
     ------
     InputError
-        Unknown suffix (not ``.txt``, ``.star``, ``.csv``, ``.ndjson``) or missing directory.
+        Unknown suffix (not one of ``formats``) or missing directory.
     OutputExistsError
         ``path`` exists and ``overwrite`` is false.
     """
@@ -121,8 +134,9 @@ def check_export_path(path: str | Path, *, overwrite: bool) -> Path:
 
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise InputError(f"{path}: unknown particle-list format (use .txt, .star, .csv or .ndjson)")
+    if suffix not in formats:
+        listed = ", ".join(formats[:-1]) + f" or {formats[-1]}" if len(formats) > 1 else formats[0]
+        raise InputError(f"{path}: unknown particle-list format (use {listed})")
     if suffix != ".ndjson" and path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
@@ -242,8 +256,6 @@ def export_particles(
     OutputExistsError
         ``path`` (for ``.ndjson``: any per-class file) exists and ``overwrite`` is false.
     """
-    import os
-
     import pandas as pd
 
     path = check_export_path(path, overwrite=overwrite)
@@ -266,8 +278,7 @@ def export_particles(
     check_tomo_name(tomo_name)
     df = pd.DataFrame({c: np.asarray(particles[c].values) for c in COLUMNS})
     df["class_name"] = df["class_name"].astype(str)
-    tmp = path.with_name(f".{path.name}.part")
-    try:
+    with atomic_file(path) as tmp:
         if suffix == ".csv":
             df.insert(0, "particle", np.asarray(particles["particle"].values))
             extra = tuple(c for c in EXTRA_COLUMNS + ("n_voxels",) if c in particles)
@@ -280,12 +291,43 @@ def export_particles(
             ts_px = particles.attrs.get("specimen_pixel_size_A", particles.attrs.get("pixel_size_A"))
             starfile.write(relion_star_tables(particles, tomo_name, float(ts_px)), tmp, overwrite=True)
         else:
-            zxz = shrec_angles(df[["rot", "tilt", "psi"]].to_numpy())
-            with open(tmp, "w") as f:
-                for (_, row), (a, b, c) in zip(df.iterrows(), zxz):
-                    f.write(f"{row['class_name']} {row['x']:.3f} {row['y']:.3f} {row['z']:.3f} "
-                            f"{a:.3f} {b:.3f} {c:.3f}\n")
+            write_shrec(tmp, df["class_name"], df[["x", "y", "z"]].to_numpy(),
+                        shrec_angles(df[["rot", "tilt", "psi"]].to_numpy()))
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (``.NAME.part``); on success it replaces ``path``.
+
+    A failure (or an exception in the block) leaves ``path`` untouched and no temporary file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_shrec(path: str | Path, class_names, xyz: np.ndarray, angles_zxz: np.ndarray | None = None) -> None:
+    """Write SHREC 2021 ``particle_locations.txt`` lines: ``class x y z [Z1 X Z2]``.
+
+    Parameters
+    ----------
+    path : path
+        The file (overwritten).
+    class_names : sequence of str, length N
+    xyz : ndarray (N, 3)
+        Voxel positions (centre of voxel i at i), written with 3 decimals.
+    angles_zxz : ndarray (N, 3), optional
+        :func:`shrec_angles` (degrees); without it, lines have no angles (picks).
+    """
+    with open(path, "w") as f:
+        for k, (name, (x, y, z)) in enumerate(zip(class_names, np.asarray(xyz, np.float64))):
+            line = f"{name} {x:.3f} {y:.3f} {z:.3f}"
+            if angles_zxz is not None:
+                a, b, c = angles_zxz[k]
+                line += f" {a:.3f} {b:.3f} {c:.3f}"
+            f.write(line + "\n")

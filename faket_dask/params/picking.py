@@ -1,0 +1,21 @@
+"""Defaults of ``faket-dask pick``: torch-free, numpy-free.
+
+The one owner of the picking settings: the kernels (:mod:`faket_dask.kernels.picking`), the
+stage (:mod:`faket_dask.stages.picking`) and the CLI's help texts read these names.
+"""
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["PICK_BLOCK", "PICK_CONTEXT_VOXELS", "PICK_MIN_SIZE", "PICK_PIXEL_SIZE_RTOL"]
+
+#: Block edge (voxels): a task segments a window of ``(PICK_BLOCK + 2 · halo)³`` voxels.
+PICK_BLOCK: Final = 64
+#: Halo (voxels, a multiple of 4) that makes blockwise segmentation exact: the picker's output
+#: at ``i`` depends on the inputs ``i - 31 … i + 34`` (``tests/test_pick.py`` measures it).
+PICK_CONTEXT_VOXELS: Final = 36
+#: Smallest pick (voxels of its component): a 2³ cube. Drops one-voxel specks and keeps the
+#: smallest protein of the demo (47 Å radius ≈ 50 voxels at 20 Å); tune with ``--min-size``.
+PICK_MIN_SIZE: Final = 8
+#: Picker and tomogram voxel sizes differing by more than this (relative) get a warning.
+PICK_PIXEL_SIZE_RTOL: Final = 0.05

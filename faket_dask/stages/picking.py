@@ -1,0 +1,355 @@
+"""``faket-dask pick``: particle picks of a tomogram with a trained picker, block by block.
+
+::
+
+    plan = plan_pick("run.zarr", "picker.pt", "picks.csv", tomo=3)   # every check, nothing read
+    table = run_pick(plan)                                              # pandas DataFrame
+    write_picks(table, plan.out, source=plan.source, class_names=plan.class_names)
+
+or :func:`pick` (``faket_dask.pick``) for all three.
+
+Steps (kernels: :mod:`faket_dask.kernels.picking`, which documents the method and the choice of
+connected components over DeepFinder's mean-shift):
+
+1. The tomogram's mean and standard deviation (dask reductions in the source's own chunks, so
+   they do not depend on ``block``): the picker sees each tomogram standardised as a whole,
+   as in training (DeepFinder standardises each tomogram the same way).
+2. One task per block of ``block`` voxels per edge (blocks start at multiples of ``block``):
+   it reads the block and a halo of ``halo`` voxels straight from the Zarr array or the
+   memory-mapped MRC file, segments it (argmax label, max-probability score), optionally
+   writes both into the ``save_segmentation`` store (its chunks are the blocks: no two tasks
+   write one chunk), and labels each class's connected components. It returns the complete
+   components (the block's picks) and the pieces on its faces — never the block. A task holds
+   one window of ``(block + 2 halo)³`` voxels and the picker's activations on it, whatever the
+   tomogram's size: memory is flat in the tomogram size (``benchmarks/bench_pick.py``).
+   The window is read by the task itself rather than through ``dask.array.map_overlap``,
+   whose shared neighbour chunks would stay in memory across a whole layer of blocks; and the
+   labels are clustered in the task that made them, so no temporary segmentation store is
+   written and read back (``save_segmentation`` keeps one when asked).
+3. One task per pair of neighbouring blocks finds the pieces that touch across their face;
+   the client glues them (:func:`~faket_dask.kernels.picking.merge_components`), drops
+   components under ``min_size`` voxels and sorts the picks by class (picker order), z, y, x.
+
+With ``halo >= PICK_CONTEXT_VOXELS`` (the default) the picks are bit-identical for any ``block``.
+Workers must be able to read the store / MRC file and the picker file by the same paths (as
+for every stage).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..kernels.picking import (
+    BlockPieces,
+    Components,
+    block_components,
+    face_edges,
+    merge_components,
+)
+from ..params.picking import PICK_BLOCK, PICK_CONTEXT_VOXELS, PICK_MIN_SIZE
+from .picking_io import (
+    PICK_COLUMNS,
+    Source,
+    check_outputs,
+    check_picker_classes,
+    open_source,
+    picks_dataset,
+    write_picks,
+)
+
+_MODELS: dict[tuple, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+@dataclass
+class PickPlan:
+    """A checked picking job (:func:`plan_pick`); nothing of the tomogram read yet."""
+
+    source: Source
+    picker: Path
+    class_names: list[str]
+    channels: list[int]
+    block: int
+    halo: int
+    min_size: int
+    device: str
+    out: Path | None = None
+    overwrite: bool = False
+    save_segmentation: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def plan_pick(source: str | Path, picker: str | Path, out: str | Path | None = None, *, tomo: int | None = None,
+              modality: str | None = None, level: int = 0, classes: str | list[str] | None = None,
+              min_size: int = PICK_MIN_SIZE, block: int = PICK_BLOCK, halo: int = PICK_CONTEXT_VOXELS,
+              any_classes: bool = False, pixel_size_A: float | None = None, device: str = "cpu",
+              overwrite: bool = False, save_segmentation: str | Path | None = None) -> PickPlan:
+    """Check a picking job, reading metadata only (parameters: :func:`pick`).
+
+    Raises
+    ------
+    InputError, OutputExistsError
+        See :func:`pick`.
+    """
+    from ..kernels.picker_net import SIZE_MULTIPLE, load_picker
+    from ._common import resolve_device
+
+    for name, v, low in (("--block", block, SIZE_MULTIPLE), ("--halo", halo, 0)):
+        if int(v) != v or v < low or v % SIZE_MULTIPLE:
+            raise InputError(f"{name} must be a multiple of {SIZE_MULTIPLE} (>= {low}), got {v}")
+    if int(min_size) != min_size or min_size < 1:
+        raise InputError(f"--min-size must be >= 1 voxel, got {min_size}")
+    out_path = check_outputs(out, save_segmentation, overwrite=overwrite)
+    src = open_source(source, tomo=tomo, modality=modality, level=level, pixel_size_A=pixel_size_A)
+    keep = [c.strip() for c in classes.split(",") if c.strip()] if isinstance(classes, str) else classes
+    _, meta = load_picker(picker)
+    channels = check_picker_classes(picker, meta, src, any_classes=any_classes, keep=keep)
+    if len(meta["class_names"]) > 256:
+        raise InputError(f"{picker}: {len(meta['class_names'])} channels; pick stores labels as uint8 (≤ 256)")
+    return PickPlan(src, Path(picker), list(meta["class_names"]), channels, int(block), int(halo), int(min_size),
+                    resolve_device(device), out_path, overwrite,
+                    None if save_segmentation is None else Path(save_segmentation), meta)
+
+
+def pick(source: str | Path, picker: str | Path, out: str | Path | None = None, *, tomo: int | None = None,
+         modality: str | None = None, level: int = 0, classes: str | list[str] | None = None,
+         min_size: int = PICK_MIN_SIZE, block: int = PICK_BLOCK, halo: int = PICK_CONTEXT_VOXELS,
+         any_classes: bool = False, pixel_size_A: float | None = None, device: str = "cpu",
+         overwrite: bool = False, save_segmentation: str | Path | None = None):
+    """Pick particles in a tomogram with a trained picker (``faket-dask train-picker``).
+
+    Runs on the active ``distributed.Client`` if there is one, else one block at a time here.
+
+    Parameters
+    ----------
+    source : path
+        A run store (its ``tomo_NNN/tomogram/MODALITY``) or an MRC volume (``.mrc``, ``.rec``,
+        ``.map``, …; voxel size from the header, read through a memory map block by block).
+    picker : path
+        Picker checkpoint (:func:`~faket_dask.kernels.picker_net.load_picker`).
+    out : path, optional
+        Write the picks here: ``.csv`` (columns :data:`~.picking_io.PICK_COLUMNS`), RELION
+        ``.star`` or SHREC ``.txt`` (:func:`~.picking_io.write_picks`).
+    tomo, modality, level : optional
+        Store only: tomogram index (0), modality (``measured``), OME-NGFF level (0).
+    classes : str or list of str, optional
+        Keep only these classes (``"a,b"``); default all of the picker's.
+    min_size : int
+        Smallest pick (voxels of its component).
+    block : int
+        Block edge (voxels, multiple of 4): memory per task grows with ``(block + 2 halo)³``.
+    halo : int
+        Context voxels read around each block (multiple of 4). Default
+        :data:`~faket_dask.params.picking.PICK_CONTEXT_VOXELS`: picks independent of ``block``;
+        less is faster, and changes probabilities near block faces.
+    any_classes : bool
+        Pick a store tomogram whose true classes do not include the picker's.
+    pixel_size_A : float, optional
+        MRC only: voxel size (Å) instead of the header's.
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; CUDA tasks ask for the worker resource ``GPU=1``.
+    overwrite : bool
+        Replace ``out`` / ``save_segmentation``.
+    save_segmentation : path, optional
+        Also write a Zarr store with ``labels`` (uint8, picker channel) and ``score``
+        (float16, max probability), dims (z, y, x), chunks = blocks.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per pick, columns :data:`~.picking_io.PICK_COLUMNS`, sorted by class (picker
+        order), z, y, x.
+
+    Raises
+    ------
+    InputError
+        Before anything is read: bad ``block``/``halo``/``min_size``; unknown ``out`` suffix or
+        missing folder; no such store/MRC file; a tomogram index, modality or level the store
+        lacks; not a picker file; a picker from another class list (``any_classes`` to pick
+        anyway); ``classes`` the picker lacks. After the statistics: a constant or non-finite
+        tomogram.
+    OutputExistsError
+        ``out`` or ``save_segmentation`` exists and ``overwrite`` is false.
+    """
+    plan = plan_pick(source, picker, out, tomo=tomo, modality=modality, level=level, classes=classes,
+                     min_size=min_size, block=block, halo=halo, any_classes=any_classes, pixel_size_A=pixel_size_A,
+                     device=device, overwrite=overwrite, save_segmentation=save_segmentation)
+    table = run_pick(plan)
+    if plan.out is not None:
+        write_picks(table, plan.out, source=plan.source, class_names=plan.class_names, overwrite=overwrite)
+    return table
+
+
+def _regions(shape: tuple[int, ...], block: int) -> dict[tuple[int, int, int], tuple[tuple[int, int], ...]]:
+    """Block index (i, j, k) → ((z0, z1), (y0, y1), (x0, x1))."""
+    edges = [[(s, min(s + block, n)) for s in range(0, n, block)] for n in shape]
+    return {(i, j, k): (ez, ey, ex) for i, ez in enumerate(edges[0]) for j, ey in enumerate(edges[1])
+            for k, ex in enumerate(edges[2])}
+
+
+def _model(path: str, device: str):
+    """The picker on ``device``, loaded once per worker process (and per file version)."""
+    from ..kernels.picker_net import load_picker
+
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size, device)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS.clear()
+            _MODELS[key] = load_picker(path, device)[0]
+        return _MODELS[key]
+
+
+def _pick_block(reader: Any, region: tuple, shape: tuple, *, halo: int, mean: float, std: float, picker: str,
+                device: str, channels: list[int], index: int, min_size: int,
+                segmentation: str | None) -> BlockPieces:
+    """Segment and cluster one block (step 2 of the module docstring)."""
+    from ..cluster import set_torch_threads
+    from ..kernels.picking import pad_window, segment
+
+    if device == "cpu":
+        set_torch_threads()
+    lo = [max(a - halo, 0) for a, _ in region]
+    hi = [min(b + halo, n) for (_, b), n in zip(region, shape)]
+    data = np.asarray(reader[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
+    data = (data - np.float32(mean)) / np.float32(std)
+    window = pad_window(data, [halo - (a - l) for (a, _), l in zip(region, lo)],
+                        [halo - (h - b) for (_, b), h in zip(region, hi)])
+    del data
+    core = [b - a for a, b in region]
+    labels, score = segment(_model(picker, device), window, halo, core, device)
+    del window
+    if segmentation is not None:
+        import zarr
+
+        group = zarr.open_group(segmentation, mode="r+")
+        where = tuple(slice(a, b) for a, b in region)
+        group["labels"][where] = labels
+        group["score"][where] = score
+    neighbours = [(a > 0, b < n) for (a, b), n in zip(region, shape)]
+    return block_components(labels, score, origin=[a for a, _ in region], classes=channels, block_index=index,
+                            neighbours=neighbours, min_size=min_size)
+
+
+def _without_faces(pieces: BlockPieces) -> tuple[Components, Components]:
+    return pieces.complete, pieces.partial
+
+
+def statistics(plan: PickPlan) -> tuple[float, float]:
+    """Mean and standard deviation (float64) of the tomogram, in the source's own chunks.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, or a constant tomogram.
+    """
+    from ..progress import compute
+
+    data = plan.source.volume.data
+    mean, std = compute([data.mean(dtype=np.float64), data.std(dtype=np.float64)], label="tomogram statistics")
+    mean, std = float(mean), float(std)
+    if not (np.isfinite(mean) and np.isfinite(std)):
+        raise InputError(f"{plan.source.label}: the tomogram has NaN or infinite values")
+    if not std > 0:
+        raise InputError(f"{plan.source.label}: the tomogram is constant ({mean:g}); nothing to pick")
+    return mean, std
+
+
+def _create_segmentation(plan: PickPlan) -> str:
+    import shutil
+
+    import zarr
+
+    path = plan.save_segmentation
+    assert path is not None
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    chunks = tuple(min(plan.block, n) for n in plan.source.shape)
+    for name, dtype in (("labels", "uint8"), ("score", "float16")):
+        group.create_array(name, shape=plan.source.shape, chunks=chunks, dtype=dtype, fill_value=0,
+                           dimension_names=("z", "y", "x"))
+    group.attrs.update(class_names=plan.class_names, pixel_size_A=plan.source.pixel_size_A,
+                       source=plan.source.label, picker=str(plan.picker.resolve()),
+                       description="labels: argmax picker channel (class_names[k], 0 = background); "
+                                   "score: max class probability")
+    return str(path)
+
+
+def run_pick(plan: PickPlan):
+    """Compute the picks of a :func:`plan_pick` plan (steps 1–3 of the module docstring).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`~.picking_io.PICK_COLUMNS`, one row per pick.
+    """
+    import dask
+    from dask import delayed
+
+    from ..progress import compute, current_client
+    from ._common import gpu_annotation
+    from .style_settings import check_device_usable
+
+    check_device_usable(plan.device)     # CUDA: a GPU here, or workers offering GPU=1
+    mean, std = statistics(plan)
+    shape = plan.source.shape
+    seg = _create_segmentation(plan) if plan.save_segmentation is not None else None
+    regions = _regions(shape, plan.block)
+    counts = [len(range(0, n, plan.block)) for n in shape]
+    token = uuid.uuid4().hex[:12]
+    picker = str(plan.picker.resolve())
+    blocks = {}
+    with gpu_annotation(plan.device):
+        for n, (ijk, region) in enumerate(regions.items()):
+            blocks[ijk] = delayed(_pick_block, pure=False)(
+                plan.source.reader, region, shape, halo=plan.halo, mean=mean, std=std, picker=picker,
+                device=plan.device, channels=plan.channels, index=n, min_size=plan.min_size, segmentation=seg,
+                dask_key_name=f"pick-block-{token}-{n}")
+    edges = []
+    for (i, j, k), pieces in blocks.items():
+        for axis in range(3):
+            nxt = [i, j, k]
+            nxt[axis] += 1
+            if nxt[axis] < counts[axis]:
+                edges.append(delayed(face_edges)(pieces, blocks[tuple(nxt)], axis,
+                                                 dask_key_name=f"pick-face-{token}-{i}-{j}-{k}-{axis}"))
+    summaries = [delayed(_without_faces)(b, dask_key_name=f"pick-pieces-{token}-{n}")
+                 for n, b in enumerate(blocks.values())]
+    local = current_client() is None   # here: one block at a time, torch on every core
+    with dask.config.set(scheduler="synchronous") if local else contextlib.nullcontext():
+        done = compute(summaries + edges, label="picking")
+    pieces, pairs = done[:len(summaries)], done[len(summaries):]
+    complete = Components.concat([c for c, _ in pieces])
+    merged = merge_components(Components.concat([p for _, p in pieces]),
+                              np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64))
+    merged = merged.select(merged.count >= plan.min_size)
+    return picks_frame(Components.concat([complete, merged]), plan)
+
+
+def picks_frame(comps: Components, plan: PickPlan):
+    """The picks table of components: centroids, Å from the corner, sizes, mean scores.
+
+    Sorted by picker channel, then z, y, x of the centroid (then size, score).
+    """
+    import pandas as pd
+
+    zyx = comps.centroid_zyx() if len(comps) else np.zeros((0, 3))
+    score = comps.score_sum / np.maximum(comps.count, 1)
+    order = np.lexsort((score, comps.count, zyx[:, 2], zyx[:, 1], zyx[:, 0], comps.cls))
+    names = np.asarray(plan.class_names, dtype=object)
+    df = pd.DataFrame({"class_name": names[comps.cls[order]].astype(str) if len(comps) else np.zeros(0, str),
+                       "x": zyx[order, 2], "y": zyx[order, 1], "z": zyx[order, 0],
+                       "size": comps.count[order], "score": score[order]})
+    table = picks_dataset(df, plan.source.shape, plan.source.pixel_size_A, plan.class_names)
+    for c in ("x_A", "y_A", "z_A"):
+        df[c] = table[c].values
+    return df[list(PICK_COLUMNS)]
