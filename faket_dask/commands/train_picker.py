@@ -3,10 +3,10 @@
 ::
 
     faket-dask train-picker out/run.zarr --modality faket --train 0,1 --validate 2 \\
-        --out picker.pt --epochs 20 --patch 48 --batch 8 --lr 1e-4 --seed 0 [--gpus]
+        --out picker.pt --epochs 20 --patch 48 --batch 8 --lr 1e-3 --seed 0 [--loss tversky] [--gpus]
 
 The network (DeepFinder's 3D U-Net) and the checkpoint: :mod:`faket_dask.kernels.picker_net`;
-the recipe (class-balanced patches, Tversky loss, Adam, best epoch kept):
+the recipe (class-balanced patches, a class-balanced loss, Adam, best epoch kept):
 :mod:`faket_dask.kernels.picker_training`; the checks and the store:
 :mod:`faket_dask.stages.picker_training`. Every input is checked before any tomogram is read;
 bad input is one ``faket-dask: error:`` line and nothing is written.
@@ -25,6 +25,7 @@ from ..params.picker import (
     SIZE_MULTIPLE,
     TRAIN_BATCH,
     TRAIN_EPOCHS,
+    TRAIN_LOSS,
     TRAIN_LR,
     TRAIN_PARTICLE_FRACTION,
     TRAIN_PATCH,
@@ -49,7 +50,10 @@ def train_picker_cmd(
                                             f"{MIN_PATCH}, at most the smallest tomogram edge (DeepFinder: "
                                             f"{DEEPFINDER_PATCH}).")] = TRAIN_PATCH,
     batch: Annotated[int, typer.Option(min=1, help="Patches per step.")] = TRAIN_BATCH,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (DeepFinder: 1e-4).")] = TRAIN_LR,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (DeepFinder: 1e-4 with --loss tversky).")] = TRAIN_LR,
+    loss: Annotated[str, typer.Option(help="weighted-ce (cross-entropy, class weights (1/voxel frequency)^0.5) "
+                                           "or tversky (DeepFinder's soft Dice; needs many more steps).")]
+    = TRAIN_LOSS,
     seed: Annotated[int, typer.Option(help="Seed of the initial weights and of the patch sampling "
                                            "(same seed: same weights on CPU).")] = 0,
     shift: Annotated[Optional[int], typer.Option(
@@ -70,14 +74,14 @@ def train_picker_cmd(
     masks.
 
     Patches: half centred on particles of classes drawn uniformly, shifted at random, half at
-    random positions; loss: DeepFinder's Tversky loss (soft Dice, every class counts equally);
+    random positions; loss: class-weighted cross-entropy (or DeepFinder's Tversky loss);
     Adam. Validation after every epoch on a fixed patch set; the best epoch's weights are saved
     with the class list and the training settings (read by `faket-dask pick`).
     """
     from ..stages.picker_training import train_picker
 
     result = train_picker(store, train, validate, out, modality=modality, epochs=epochs, steps=steps,
-                          patch=patch, batch=batch, lr=lr, seed=seed, shift=shift,
+                          patch=patch, batch=batch, lr=lr, seed=seed, shift=shift, loss=loss,
                           particle_fraction=particle_fraction, val_patches=val_patches, classes=classes,
                           gpus=gpus, overwrite=overwrite, log=typer.echo)
     typer.echo(f"wrote {result['out']} ({len(result['class_ids'])} classes: {', '.join(result['class_ids'])})")

@@ -16,18 +16,23 @@ Segmentation (:func:`pad_window`, :func:`segment`)
     the block size (bit for bit on CPU, ``tests/test_pick.py``).
 
 Clustering (:func:`block_components`, :func:`face_edges`, :func:`merge_components`)
-    A particle is a connected component (6-connectivity, faces) of voxels of one class, its
+    As DeepFinder does (``cryoet-deepfinder``, ``Cluster.launch``: it clusters *all* voxels
+    labelled with any class, then gives each cluster the most frequent label of its voxels), a
+    particle is a connected component (6-connectivity, faces) of voxels labelled with any of the
+    picked classes; its class is the majority label of its voxels (ties: the lower channel), its
     position the component's centroid, its size the voxel count and its score the mean score.
-    Chosen over DeepFinder's mean-shift (``cryoet-deepfinder``, ``Cluster.launch``: mean-shift
-    with a bandwidth = the particle radius over the voxels of each class): no bandwidth to tune
-    per class, linear time, and exact blockwise — a component cut by block faces is glued back
-    from its pieces (pieces adjacent across a face with the same class are one component), so
-    the picks do not depend on the block size. What it loses: two touching particles of one
-    class are one pick (mean-shift with the right radius may split them); the segmentation of
-    a trained picker rarely joins them at its resolution, and ``--min-size`` drops specks.
-    Sums are exact whatever the order (integer coordinates in int64; float16 scores summed in
-    float64, exact below 2**29 voxels), so centroids and scores are bit-identical for any
-    block size.
+    Clustering each class separately instead splits one particle whose voxels the picker labels
+    with two classes into two picks: measured on the demo store (noiseless picker, 300 steps),
+    per-class components gave 604 picks with 284 duplicates on 218 found proteins
+    (localisation F1 0.48), class-agnostic components 196 picks, 5 duplicates (F1 0.68).
+    Connected components instead of DeepFinder's mean-shift (bandwidth = the particle radius):
+    no bandwidth to tune, linear time, and exact blockwise — a component cut by block faces is
+    glued back from its pieces (foreground pieces adjacent across a face are one component), so
+    the picks do not depend on the block size. What it loses: touching particles are one pick
+    (mean-shift with the right radius may split them); ``--min-size`` drops specks.
+    Sums are exact whatever the order (integer coordinates and class counts in int64; float16
+    scores summed in float64, exact below 2**29 voxels), so centroids, classes and scores are
+    bit-identical for any block size.
 """
 from __future__ import annotations
 
@@ -104,8 +109,9 @@ class Components:
     ----------
     key : int64 (n,)
         ``(block << KEY_SHIFT) | local id`` of the piece (merged: the smallest key).
-    cls : int64 (n,)
-        Picker channel (1 … C-1).
+    class_counts : int64 (n, C)
+        Voxels of each picker channel (channel 0, background, is always 0); the component's
+        class is :attr:`cls`.
     count : int64 (n,)
         Voxels.
     sum_zyx : int64 (n, 3)
@@ -115,7 +121,7 @@ class Components:
     """
 
     key: np.ndarray
-    cls: np.ndarray
+    class_counts: np.ndarray
     count: np.ndarray
     sum_zyx: np.ndarray
     score_sum: np.ndarray
@@ -126,14 +132,19 @@ class Components:
     def select(self, mask: np.ndarray) -> Components:
         return Components(*(getattr(self, f.name)[mask] for f in fields(self)))
 
+    @property
+    def cls(self) -> np.ndarray:
+        """int64 (n,): the majority picker channel of each component (ties: the lower one)."""
+        return np.argmax(self.class_counts, axis=1).astype(np.int64) if len(self) else np.zeros(0, np.int64)
+
     @staticmethod
-    def empty() -> Components:
-        return Components(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+    def empty(n_channels: int = 1) -> Components:
+        return Components(np.zeros(0, np.int64), np.zeros((0, n_channels), np.int64), np.zeros(0, np.int64),
                           np.zeros((0, 3), np.int64), np.zeros(0))
 
     @staticmethod
     def concat(parts: Sequence[Components]) -> Components:
-        parts = [p for p in parts if len(p)] or [Components.empty()]
+        parts = [p for p in parts if len(p)] or list(parts[:1]) or [Components.empty()]
         return Components(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Components)))
 
     def centroid_zyx(self) -> np.ndarray:
@@ -146,19 +157,19 @@ class BlockPieces:
     """What clustering one block gives: complete components, pieces on faces, the faces.
 
     ``faces[(axis, side)]`` (side 0: first plane, 1: last plane; only sides with a neighbour
-    block) is the plane of local ids (int32, 0 = none) and ``local_cls[id]`` the id's class.
+    block) is the plane of local ids (int32, 0 = none).
     """
 
     complete: Components
     partial: Components
     key_base: int
     faces: dict
-    local_cls: np.ndarray
 
 
 def block_components(labels: np.ndarray, score: np.ndarray, *, origin: Sequence[int], classes: Sequence[int],
-                     block_index: int, neighbours: Sequence[tuple[bool, bool]], min_size: int) -> BlockPieces:
-    """Connected components of each class in one label block.
+                     block_index: int, neighbours: Sequence[tuple[bool, bool]], min_size: int,
+                     n_channels: int | None = None) -> BlockPieces:
+    """Connected components of the voxels labelled with any of ``classes`` in one label block.
 
     Parameters
     ----------
@@ -170,6 +181,8 @@ def block_components(labels: np.ndarray, score: np.ndarray, *, origin: Sequence[
         Global (z, y, x) index of the block's first voxel.
     classes : sequence of int
         Channels to cluster (others count as background).
+    n_channels : int, optional
+        Picker channels C (width of ``class_counts``); default ``max(classes) + 1``.
     block_index : int
         The block's number (< 2**31): high bits of the keys.
     neighbours : 3 pairs of bool
@@ -184,16 +197,11 @@ def block_components(labels: np.ndarray, score: np.ndarray, *, origin: Sequence[
     """
     from scipy import ndimage
 
-    ids = np.zeros(labels.shape, np.int32)
-    local_cls = [0]
-    for c in classes:
-        mask = labels == c
-        if not mask.any():
-            continue
-        lab, n = ndimage.label(mask)
-        ids[mask] = lab[mask] + (len(local_cls) - 1)
-        local_cls += [int(c)] * n
-    n = len(local_cls)
+    n_channels = int(n_channels if n_channels is not None else max(list(classes) + [0]) + 1)
+    mask = np.isin(labels, np.asarray(list(classes), dtype=labels.dtype))
+    ids, n_found = ndimage.label(mask)
+    ids = ids.astype(np.int32, copy=False)
+    n = int(n_found) + 1
     flat = ids.ravel()
     count = np.bincount(flat, minlength=n).astype(np.int64)
     sums = np.zeros((n, 3), np.int64)
@@ -206,7 +214,10 @@ def block_components(labels: np.ndarray, score: np.ndarray, *, origin: Sequence[
                                             minlength=n)).astype(np.int64)
     score_sum = np.bincount(flat, weights=score.astype(np.float64).ravel(), minlength=n)
     key_base = int(block_index) << KEY_SHIFT
-    comps = Components(key_base + np.arange(n, dtype=np.int64), np.asarray(local_cls, np.int64), count, sums,
+    per_class = np.bincount(flat.astype(np.int64) * n_channels + labels.ravel(),
+                            minlength=n * n_channels).reshape(n, n_channels)
+    per_class[:, 0] = 0                                  # background voxels are never in a component
+    comps = Components(key_base + np.arange(n, dtype=np.int64), per_class.astype(np.int64), count, sums,
                        score_sum).select(np.arange(n) > 0)
     faces = {}
     on_face = np.zeros(n, bool)
@@ -219,14 +230,14 @@ def block_components(labels: np.ndarray, score: np.ndarray, *, origin: Sequence[
     on_face = on_face[1:]
     complete = comps.select(~on_face)
     complete = complete.select(complete.count >= int(min_size))
-    return BlockPieces(complete, comps.select(on_face), key_base, faces, np.asarray(local_cls, np.int64))
+    return BlockPieces(complete, comps.select(on_face), key_base, faces)
 
 
 def face_edges(low: BlockPieces, high: BlockPieces, axis: int) -> np.ndarray:
     """Pairs of piece keys that touch across the face between two neighbouring blocks.
 
     ``low`` lies before ``high`` along ``axis``; two voxels facing each other are one component
-    when both are labelled with the same class.
+    when both belong to components (any picked class).
 
     Returns
     -------
@@ -237,8 +248,7 @@ def face_edges(low: BlockPieces, high: BlockPieces, axis: int) -> np.ndarray:
     b = high.faces[(axis, 0)].ravel()
     hit = (a > 0) & (b > 0)
     a, b = a[hit], b[hit]
-    same = low.local_cls[a] == high.local_cls[b]
-    pairs = np.stack([a[same].astype(np.int64) + low.key_base, b[same].astype(np.int64) + high.key_base], 1)
+    pairs = np.stack([a.astype(np.int64) + low.key_base, b.astype(np.int64) + high.key_base], 1)
     return np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), np.int64)
 
 
@@ -283,5 +293,7 @@ def merge_components(pieces: Components, edges: np.ndarray) -> Components:
     np.add.at(count, g, pieces.count)
     score_sum = np.zeros(m)
     np.add.at(score_sum, g, pieces.score_sum)
+    class_counts = np.zeros((m, pieces.class_counts.shape[1]), np.int64)
+    np.add.at(class_counts, g, pieces.class_counts)
     head = np.sort(first)
-    return Components(pieces.key[head], pieces.cls[head], count, sums, score_sum)
+    return Components(pieces.key[head], class_counts, count, sums, score_sum)

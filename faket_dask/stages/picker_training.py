@@ -1,7 +1,7 @@
 """``faket-dask train-picker`` on a run store: checks, reading the tomograms, the checkpoint.
 
 The network and its file: :mod:`faket_dask.kernels.picker_net`; the training recipe
-(DeepFinder's patches, Tversky loss, Adam): :mod:`faket_dask.kernels.picker_training`.
+(DeepFinder's patches, a class-balanced loss, Adam): :mod:`faket_dask.kernels.picker_training`.
 
 Data: the reconstructed tomograms ``tomo_NNN/tomogram/MODALITY`` (level ``s0``), each
 standardised by its own mean and std; targets: ``tomo_NNN/labels/class_mask`` (same grid, value
@@ -36,6 +36,7 @@ from ..params.picker import (
     SIZE_MULTIPLE,
     TRAIN_BATCH,
     TRAIN_EPOCHS,
+    TRAIN_LOSS,
     TRAIN_LR,
     TRAIN_PARTICLE_FRACTION,
     TRAIN_PATCH,
@@ -54,7 +55,9 @@ from .compare_io import parse_names, parse_tomos
 __all__ = ["TrainingPlan", "check_training", "run_training", "train_picker"]
 
 NORMALISATION = "per-tomogram standardisation"
-LOSS = "Tversky (alpha = beta = 0.5: soft Dice summed over background + classes), on the softmax"
+#: How the checkpoint's config names each loss of :data:`~faket_dask.kernels.picker_training.LOSSES`.
+LOSS_NAMES = {"weighted-ce": "cross-entropy, class weights (1/voxel frequency)^0.5 of the train tomograms",
+              "tversky": "Tversky (alpha = beta = 0.5: soft Dice summed over background + classes), on the softmax"}
 
 
 @dataclass
@@ -255,7 +258,7 @@ def _progress_enabled() -> bool:
 def run_training(plan: TrainingPlan, *, epochs: int = TRAIN_EPOCHS, steps: int = TRAIN_STEPS,
                  batch: int = TRAIN_BATCH, lr: float = TRAIN_LR, seed: int = 0, shift: int | None = None,
                  particle_fraction: float = TRAIN_PARTICLE_FRACTION, val_patches: int = TRAIN_VAL_PATCHES,
-                 filters: Sequence[int] = DEFAULT_FILTERS, progress: bool | None = None,
+                 filters: Sequence[int] = DEFAULT_FILTERS, loss: str = TRAIN_LOSS, progress: bool | None = None,
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train a checked job (:func:`check_training`) and write its checkpoint atomically.
 
@@ -297,14 +300,15 @@ def run_training(plan: TrainingPlan, *, epochs: int = TRAIN_EPOCHS, steps: int =
     try:
         result = fit(model, train, validate, epochs=epochs, steps=steps, batch=batch, lr=lr, patch=plan.patch,
                      shift=shift, particle_fraction=particle_fraction, val_patches=val_patches, seed=seed,
-                     device=plan.device, on_step=on_step, on_epoch=on_epoch)
+                     device=plan.device, on_step=on_step, on_epoch=on_epoch, loss=loss)
     finally:
         bar.close()
     model.load_state_dict(result.state_dict)
     config = {
         "store": str(plan.store.resolve()), "modality": plan.modality, "train": plan.train,
         "validate": plan.validate, "class_ids": plan.class_ids, "pixel_size_A": plan.pixel_size_A,
-        "normalisation": NORMALISATION, "loss": LOSS, "optimizer": "Adam (beta1 0.9, beta2 0.999)",
+        "normalisation": NORMALISATION, "loss": loss, "loss_description": LOSS_NAMES[loss],
+        "class_weights": result.class_weights, "optimizer": "Adam (beta1 0.9, beta2 0.999)",
         "epochs": epochs, "steps": steps, "patch": plan.patch, "batch": batch, "lr": lr, "shift": shift,
         "particle_fraction": particle_fraction, "val_patches": val_patches, "seed": seed,
         "filters": [int(f) for f in filters],
@@ -332,7 +336,7 @@ def train_picker(store: str | Path, train: str | Sequence[int], validate: str | 
                  shift: int | None = None, particle_fraction: float = TRAIN_PARTICLE_FRACTION,
                  val_patches: int = TRAIN_VAL_PATCHES,
                  classes: str | Sequence[str] | None = None, filters: Sequence[int] = DEFAULT_FILTERS,
-                 gpus: bool = False, overwrite: bool = False, progress: bool | None = None,
+                 loss: str = TRAIN_LOSS, gpus: bool = False, overwrite: bool = False, progress: bool | None = None,
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train a DeepFinder-like particle picker on a run store's tomograms and class masks.
 
@@ -355,7 +359,7 @@ def train_picker(store: str | Path, train: str | Sequence[int], validate: str | 
     patch : int
         Patch edge in voxels, a multiple of 4, ≥ 8, ≤ every tomogram's smallest edge (48).
     lr : float
-        Adam learning rate (DeepFinder: 1e-4).
+        Adam learning rate (1e-3; DeepFinder: 1e-4 with the Tversky loss).
     seed : int
         Weights' initialisation and patch sampling; same seed ⇒ same weights on CPU.
     shift : int, optional
@@ -369,6 +373,9 @@ def train_picker(store: str | Path, train: str | Sequence[int], validate: str | 
         of the train tomograms' particle tables.
     filters : sequence of 3 int
         Filters per level (DeepFinder: 32, 48, 64).
+    loss : {"weighted-ce", "tversky"}
+        Class-weighted cross-entropy (default) or DeepFinder's Tversky loss
+        (:mod:`faket_dask.kernels.picker_training` says why the default differs).
     gpus : bool
         Train on ``cuda:0``.
     overwrite : bool
@@ -384,8 +391,10 @@ def train_picker(store: str | Path, train: str | Sequence[int], validate: str | 
         The checkpoint's ``config`` (history, best_epoch, best_val_loss, ...) and ``out``.
     """
     _check_settings(epochs, steps, batch, lr, shift, particle_fraction, val_patches, filters)
+    if loss not in LOSS_NAMES:
+        raise InputError(f"--loss {loss}: one of {', '.join(LOSS_NAMES)}")
     plan = check_training(store, train, validate, out, modality=modality, patch=patch, classes=classes,
                           overwrite=overwrite, gpus=gpus)
     return run_training(plan, epochs=epochs, steps=steps, batch=batch, lr=lr, seed=seed, shift=shift,
                         particle_fraction=particle_fraction, val_patches=val_patches, filters=filters,
-                        progress=progress, log=log)
+                        loss=loss, progress=progress, log=log)
