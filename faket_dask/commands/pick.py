@@ -7,7 +7,8 @@
     faket-dask score picks.csv run.zarr --tomo 3 --tomo-grid        # how good they are
 
 Blocks of the tomogram are segmented straight from the Zarr store (or the memory-mapped MRC
-file) and each class's connected components become picks: memory per worker does not grow
+file) and the connected components of voxels of any picked class become picks (class: the
+majority label of the component's voxels, as in DeepFinder): memory per worker does not grow
 with the tomogram. Method and choices: :mod:`faket_dask.kernels.picking`; wiring:
 :mod:`faket_dask.stages.picking`; files: :mod:`faket_dask.stages.picking_io`. Everything is
 checked before a voxel is read; bad input is one ``faket-dask: error:`` line and writes nothing.
@@ -54,7 +55,8 @@ def pick_cmd(
     cluster: ClusterFile = None,
 ) -> None:
     """Pick particles: segment the tomogram block by block with the picker, then one pick per
-    connected component of a class (centroid, size, mean score), rows sorted by class, z, y, x.
+    connected component of voxels of any picked class (class: its voxels' majority label;
+    centroid, size, mean score), rows sorted by class, z, y, x.
 
     Positions are voxels of the picked tomogram and Å from its corner (voxel i at
     (i + 0.5) x pixel), like the store's particle tables, so `faket-dask score PICKS STORE

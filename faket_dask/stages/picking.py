@@ -18,7 +18,7 @@ connected components over DeepFinder's mean-shift):
    it reads the block and a halo of ``halo`` voxels straight from the Zarr array or the
    memory-mapped MRC file, segments it (argmax label, max-probability score), optionally
    writes both into the ``save_segmentation`` store (its chunks are the blocks: no two tasks
-   write one chunk), and labels each class's connected components. It returns the complete
+   write one chunk), and labels the connected components of the picked classes' voxels. It returns the complete
    components (the block's picks) and the pieces on its faces — never the block. A task holds
    one window of ``(block + 2 halo)³`` voxels and the picker's activations on it, whatever the
    tomogram's size: memory is flat in the tomogram size (``benchmarks/bench_pick.py``).
