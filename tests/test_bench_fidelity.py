@@ -20,12 +20,12 @@ def test_bench_fidelity_quick_runs_the_whole_chain(reference_run, tmp_path):
     md = tmp_path / "table.md"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_fidelity.py"), "--quick",
                            "--store", str(store), "--work", str(tmp_path / "work"), "--modalities",
-                           "measured,faket,noiseless", "--out", str(out), "--markdown", str(md)],
+                           "faket,noiseless", "--out", str(out), "--markdown", str(md)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["quick"] is True and report["train"] == [0] and report["test"] == 1
-    assert set(report["table"]) == {"measured", "faket", "noiseless"}
+    assert set(report["table"]) == {"faket", "noiseless"}
     assert report["table"]["noiseless"]["tested_on"] == "noiseless"
     assert report["table"]["faket"]["tested_on"] == "measured"
     for row in report["table"].values():

@@ -197,7 +197,7 @@ def test_class_weights_are_square_root_inverse_frequencies():
     assert w[3] == 0.0
     logits = torch.zeros(1, 4, 1, 10, 10)
     # uniform prediction: every voxel's loss is log 4, whatever the weights
-    assert float(weighted_ce_loss(logits, torch.from_numpy(target.astype(np.int64)),
+    assert float(weighted_ce_loss(logits, torch.from_numpy(target.astype(np.int64))[None],
                                   torch.tensor(w, dtype=torch.float32))) == pytest.approx(np.log(4), rel=1e-6)
 
 

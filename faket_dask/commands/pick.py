@@ -61,7 +61,8 @@ def pick_cmd(
     Positions are voxels of the picked tomogram and Å from its corner (voxel i at
     (i + 0.5) x pixel), like the store's particle tables, so `faket-dask score PICKS STORE
     --tomo N --tomo-grid` compares them whatever the level. Warns when the picker was trained
-    at another voxel size (more than 5 %).
+    at another voxel size (more than 5 %). A tomogram of one block is picked in this process
+    (no cluster) unless a cluster option is given.
     """
     from ..stages.picking import plan_pick, run_pick
     from ..stages.picking_io import write_picks
@@ -69,7 +70,14 @@ def pick_cmd(
     plan = plan_pick(source, picker, out, tomo=tomo, modality=modality, level=level, classes=classes,
                      min_size=min_size, block=block, halo=halo, any_classes=any_classes, pixel_size_A=pixel_size_A,
                      device="cuda" if gpus else device, overwrite=overwrite, save_segmentation=save_segmentation)
-    with connect(scheduler, workers, gpus, cluster):
+    import contextlib
+    import math
+
+    blocks = math.prod(-(-n // plan.block) for n in plan.source.shape)
+    # One block is one task: a cluster would only add its start-up (~10-15 s here) and a copy of
+    # torch per worker; run it in this process unless a cluster was asked for.
+    in_process = blocks == 1 and scheduler is None and workers is None and not gpus and cluster is None
+    with contextlib.nullcontext() if in_process else connect(scheduler, workers, gpus, cluster):
         table = run_pick(plan)
     path = write_picks(table, out, source=plan.source, class_names=plan.class_names, overwrite=overwrite)
     counts = table["class_name"].value_counts()
