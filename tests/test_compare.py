@@ -168,7 +168,10 @@ def test_memory_is_flat_in_the_detector_size():
                 tracemalloc.stop()
 
     peak(128)                                     # imports, FFT plans, windows
-    small, large = peak(128), peak(1024)
+    # tracemalloc sees every thread of the process: a live Client of an earlier test (session
+    # fixture) allocates in the background, more so on a loaded machine; the least of three
+    # runs is the graph's own peak.
+    small, large = min(peak(128) for _ in range(3)), min(peak(1024) for _ in range(3))
     assert large < small + 1.5 * 2**20, (small, large)
     assert large < 3 * 1024 * 512 * 4, large      # one (3, 1024, 512) float32 tilt-series
 

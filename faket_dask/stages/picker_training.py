@@ -324,10 +324,8 @@ def run_training(plan: TrainingPlan, *, epochs: int = TRAIN_EPOCHS, steps: int =
 def _version() -> str:
     try:
         return importlib.metadata.version("faket-dask")
-    except importlib.metadata.PackageNotFoundError:  # a source checkout
-        from .. import __version__
-
-        return __version__
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
 
 
 def train_picker(store: str | Path, train: str | Sequence[int], validate: str | Sequence[int], out: str | Path,
