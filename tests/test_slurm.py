@@ -116,7 +116,8 @@ def _probe_scheduler(address: str, ca: str, cert: str, key: str) -> dict[str, st
     for name, (addr, kw) in attempts.items():
         with pytest.raises(Exception) as exc:  # refused as TypeError, OSError, ...
             Client(addr, timeout=5, **kw).close()
-        refused[name] = f"{exc.type.__name__}: {str(exc.value).splitlines()[0][:160]}"
+        first_line = (str(exc.value).splitlines() or [""])[0]  # some refusals carry no message
+        refused[name] = f"{exc.type.__name__}: {first_line[:160]}"
     insider = Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
     with Client(address, timeout=10, security=insider) as c:  # the address and credentials are right
         c.wait_for_workers(2, timeout=60)  # the jobs' workers register over TLS
