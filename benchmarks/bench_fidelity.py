@@ -136,6 +136,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None, help="Write the JSON report here.")
     ap.add_argument("--markdown", type=Path, default=None, help="Write the Markdown table here.")
+    ap.add_argument("--reuse-pickers", action="store_true",
+                    help="Keep picker_MODALITY_SEED.pt files already in --work (re-pick and re-score only).")
     args = ap.parse_args()
 
     t_start = time.perf_counter()
@@ -185,12 +187,13 @@ def main() -> None:
         for seed in seeds:
             t0 = time.perf_counter()
             pt = work / f"picker_{m}_{seed}.pt"
-            run("train-picker", store, "--modality", m, "--train", ",".join(map(str, train)),
-                "--validate", str(validate), "--out", pt, "--seed", str(seed),
-                "--patch", str(picker["patch"]), "--batch", str(picker["batch"]),
-                "--epochs", str(picker["epochs"]), "--steps", str(picker["steps"]), "--lr", str(picker["lr"]),
-                "--val-patches", str(picker["val_patches"]),
-                "--overwrite", log=log)
+            if not (args.reuse_pickers and pt.is_file()):
+                run("train-picker", store, "--modality", m, "--train", ",".join(map(str, train)),
+                    "--validate", str(validate), "--out", pt, "--seed", str(seed),
+                    "--patch", str(picker["patch"]), "--batch", str(picker["batch"]),
+                    "--epochs", str(picker["epochs"]), "--steps", str(picker["steps"]), "--lr", str(picker["lr"]),
+                    "--val-patches", str(picker["val_patches"]),
+                    "--overwrite", log=log)
             picks = work / f"picks_{m}_{seed}.csv"
             run("pick", store, "--tomo", str(test), "--modality", tested_on, "--picker", pt, "--out", picks,
                 "--overwrite", *workers, log=log)

@@ -2,6 +2,8 @@
 
 * The picker's context (the halo that makes blocks exact) is measured by perturbation.
 * Clustering on a constructed label volume: centroids and sizes exact, the same from blocks.
+* Peaks: touching particles stay two picks (one component), plateaus give one peak, and the
+  peaks from blocks are the local maxima of the whole tomogram's smoothed probability.
 * The stage on a constructed MRC tomogram with a random-weights picker: two block sizes give
   the same segmentation (= the whole tomogram segmented at once) and the same picks, which are
   scipy's connected components of that segmentation.
@@ -195,7 +197,7 @@ def test_picks_do_not_depend_on_the_block_size(tomogram):
     for block in (24, 44):           # 2 x 2 x 2 blocks (with shorter last ones) / one block
         seg = base / f"seg{block}.zarr"
         runs[block] = (pick(tomogram["mrc"], tomogram["picker"], block=block, min_size=1, save_segmentation=seg,
-                            overwrite=True), zarr.open_group(str(seg), mode="r"))
+                            overwrite=True, clustering="components"), zarr.open_group(str(seg), mode="r"))
     (a, seg_a), (b, seg_b) = runs[24], runs[44]
     for name in ("labels", "score"):
         assert np.array_equal(seg_a[name][...], seg_b[name][...])
@@ -243,9 +245,108 @@ def test_picks_do_not_depend_on_the_block_size(tomogram):
     keys = [(tomogram["names"].index(r.class_name), r.z, r.y, r.x) for r in a.itertuples()]
     assert keys == sorted(keys)
     # --min-size and --classes
-    big = pick(tomogram["mrc"], tomogram["picker"], block=44, min_size=20, classes="proteasome")
+    big = pick(tomogram["mrc"], tomogram["picker"], block=44, min_size=20, classes="proteasome",
+               clustering="components")
     assert set(big["class_name"]) == {"proteasome"} and len(big) > 0
     same(as_got(big), scipy_picks([names.index("proteasome") + 1], min_size=20))
+
+
+def test_peaks_do_not_depend_on_the_block_size_and_are_the_whole_tomograms(tomogram):
+    """Peaks from 2 x 2 x 2 blocks (and with a larger radius and no smoothing) equal peaks from one
+    block, and both equal the local maxima of the whole tomogram's smoothed particle probability."""
+    from scipy import ndimage
+
+    from faket_dask.kernels.picker_net import load_picker
+    from faket_dask.kernels.picking import probabilities
+    from faket_dask.kernels.picking_peaks import ball_offsets
+
+    model, _ = load_picker(tomogram["picker"])
+    vol = tomogram["vol"].astype(np.float64)
+    std = ((tomogram["vol"] - np.float32(vol.mean())) / np.float32(vol.std())).astype(np.float32)
+    h = PICK_CONTEXT_VOXELS
+    probs = probabilities(model, pad_window(std, [h] * 3, [h] * 3), h, std.shape)
+    names = tomogram["names"]
+    for radius, sigma, threshold in ((3, 1.0, 0.5), (5, 0.0, 0.3)):
+        a, b = (pick(tomogram["mrc"], tomogram["picker"], block=block, min_size=1, peak_radius=radius,
+                     smooth_sigma=sigma, threshold=threshold) for block in (24, 44))
+        # positions, classes and sizes identical; scores to float32 rounding (the convolutions'
+        # summation order depends on the window's shape: ulp differences in ~1 % of probabilities)
+        pd.testing.assert_frame_equal(a.drop(columns="score"), b.drop(columns="score"), check_exact=True)
+        assert np.allclose(a["score"], b["score"], rtol=1e-6, atol=0)
+        # reference: scipy on the whole volume
+        fg = probs[1:].sum(0, dtype=np.float64)
+        fg = ndimage.gaussian_filter(fg, sigma, mode="constant") if sigma else fg
+        fp = np.zeros((2 * radius + 1,) * 3, bool)
+        fp[tuple((ball_offsets(radius) + radius).T)] = True
+        peak = (fg == ndimage.maximum_filter(fg, footprint=fp, mode="constant", cval=-np.inf)) & (fg > threshold)
+        want = np.argwhere(peak)
+        # size: voxels labelled with a class (argmax not background) within the ball; min_size 1
+        labelled = np.pad(np.argmax(probs, 0) > 0, radius)
+        size = np.array([labelled[tuple(slice(c, c + 2 * radius + 1) for c in w)][fp].sum() for w in want])
+        want = want[size >= 1]
+        # ties (float32 probabilities of a flat picker do tie): the first in (z, y, x) order wins
+        padded = np.pad(fg, radius, constant_values=-np.inf)
+        flat = np.arange(padded.size).reshape(padded.shape)
+
+        def first_of_ties(w):
+            win = tuple(slice(c, c + 2 * radius + 1) for c in w)
+            return flat[win][fp & (padded[win] == fg[tuple(w)])].min() == flat[tuple(w + radius)]
+
+        want = np.array([w for w in want if first_of_ties(w)])
+        got = a[["z", "y", "x"]].to_numpy()
+        assert len(want) > 3, "the test's picker should give several peaks"
+        assert sorted(map(tuple, got.astype(int))) == sorted(map(tuple, want))
+        assert np.array_equal(got, np.rint(got))
+        assert np.allclose(a["score"], fg[tuple(got.astype(int).T)], rtol=1e-6, atol=0)
+        assert set(a["class_name"]) <= set(names)
+    assert np.allclose(a["x_A"], (a["x"] + 0.5) * 10.0, rtol=0, atol=1e-9)
+
+
+def _blob(shape, centre, radius):
+    zz, yy, xx = np.indices(shape)
+    d2 = (zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2
+    return np.exp(-d2 / (2 * radius ** 2))
+
+
+def test_touching_particles_are_two_peaks_but_one_component():
+    from faket_dask.kernels.picking_peaks import block_peaks
+
+    shape = (24, 24, 32)
+    # two particles 7 voxels apart whose labelled voxels touch; class 1 left, class 2 right
+    left, right = _blob(shape, (12, 12, 12), 3.0), _blob(shape, (12, 12, 19), 3.0)
+    probs = np.stack([1 - np.maximum(left, right), left, right]).astype(np.float32)
+    probs /= probs.sum(0)
+    labels = np.argmax(probs, 0).astype(np.uint8)
+    comps = block_components(labels, np.ones(shape, np.float16), origin=(0, 0, 0), classes=[1, 2], block_index=0,
+                             neighbours=[(False, False)] * 3, min_size=1)
+    assert len(comps.complete) == 1                           # connected components: one pick
+    core = [(0, n) for n in shape]
+    found = block_peaks(probs, origin=(0, 0, 0), core=core, channels=[1, 2], radius=3, sigma=1.0, threshold=0.5)
+    assert sorted(map(tuple, found.zyx)) == [(12, 12, 12), (12, 12, 19)]
+    assert list(found.cls[np.argsort(found.zyx[:, 2])]) == [1, 2]
+    # too close for the radius: one peak; above every value: none
+    assert len(block_peaks(probs, origin=(0, 0, 0), core=core, channels=[1, 2], radius=8, sigma=1.0,
+                           threshold=0.5)) == 1
+    assert len(block_peaks(probs, origin=(0, 0, 0), core=core, channels=[1, 2], radius=3, sigma=1.0,
+                           threshold=0.99)) == 0
+    # picking channel 1 only: its peak alone
+    only = block_peaks(probs, origin=(0, 0, 0), core=core, channels=[1], radius=3, sigma=1.0, threshold=0.5)
+    assert [tuple(z) for z in only.zyx] == [(12, 12, 12)] and list(only.cls) == [1]
+
+
+def test_a_saturated_plateau_is_one_peak_at_its_first_voxel():
+    from faket_dask.kernels.picking_peaks import block_peaks
+
+    probs = np.zeros((2, 12, 12, 12), np.float32)
+    probs[0] = 1.0
+    probs[:, 5:7, 5:7, 5:7] = [[[[0.0]]], [[[1.0]]]]       # a 2³ plateau of probability 1
+    core = [(0, 12)] * 3
+    found = block_peaks(probs, origin=(0, 0, 0), core=core, channels=[1], radius=2, sigma=0.0, threshold=0.5)
+    assert [tuple(z) for z in found.zyx] == [(5, 5, 5)] and list(found.size) == [8]
+    # blockwise: the core (6..12)³ with its margin sees the earlier voxel and yields nothing
+    part = block_peaks(probs[:, 2:, 2:, 2:], origin=(2, 2, 2), core=[(6, 12)] * 3, channels=[1], radius=2,
+                       sigma=0.0, threshold=0.5)
+    assert len(part) == 0
 
 
 # -- the CLI on a run store ------------------------------------------------------------------------

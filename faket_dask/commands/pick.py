@@ -7,9 +7,10 @@
     faket-dask score picks.csv run.zarr --tomo 3 --tomo-grid        # how good they are
 
 Blocks of the tomogram are segmented straight from the Zarr store (or the memory-mapped MRC
-file) and the connected components of voxels of any picked class become picks (class: the
-majority label of the component's voxels, as in DeepFinder): memory per worker does not grow
-with the tomogram. Method and choices: :mod:`faket_dask.kernels.picking`; wiring:
+file); each local maximum of the particle probability becomes a pick (or, with
+``--clustering components``, each connected component of voxels of any picked class, with the
+majority label of its voxels as in DeepFinder): memory per worker does not grow with the
+tomogram. Method and choices: :mod:`faket_dask.kernels.picking`; wiring:
 :mod:`faket_dask.stages.picking`; files: :mod:`faket_dask.stages.picking_io`. Everything is
 checked before a voxel is read; bad input is one ``faket-dask: error:`` line and writes nothing.
 """
@@ -20,7 +21,15 @@ from typing import Annotated
 
 import typer
 
-from ..params.picking import PICK_BLOCK, PICK_CONTEXT_VOXELS, PICK_MIN_SIZE
+from ..params.picking import (
+    PICK_BLOCK,
+    PICK_CLUSTERING,
+    PICK_CONTEXT_VOXELS,
+    PICK_MIN_SIZE,
+    PICK_PEAK_RADIUS,
+    PICK_PEAK_THRESHOLD,
+    PICK_SMOOTH_SIGMA,
+)
 from . import ClusterFile, Gpus, Overwrite, Scheduler, Workers, connect
 
 
@@ -36,7 +45,16 @@ def pick_cmd(
                                                    "picker's voxel size.")] = 0,
     classes: Annotated[str | None, typer.Option(help="Comma-separated classes to keep (default: all the "
                                                         "picker's).")] = None,
-    min_size: Annotated[int, typer.Option(help="Smallest pick (voxels in its connected component).")] = PICK_MIN_SIZE,
+    clustering: Annotated[str, typer.Option(help="peaks: one pick per local maximum of the particle probability "
+                                                 "(touching particles stay apart); components: one per connected "
+                                                 "component of labelled voxels.")] = PICK_CLUSTERING,
+    peak_radius: Annotated[int, typer.Option(help="Peaks: the closest two picks may be (voxels).")] = PICK_PEAK_RADIUS,
+    smooth_sigma: Annotated[float, typer.Option(help="Peaks: Gaussian smoothing of the particle probability "
+                                                     "(voxels; 0: none).")] = PICK_SMOOTH_SIGMA,
+    threshold: Annotated[float, typer.Option(help="Peaks: smallest smoothed particle probability of a pick "
+                                                  "(0-1).")] = PICK_PEAK_THRESHOLD,
+    min_size: Annotated[int, typer.Option(help="Smallest pick: voxels of its component, or labelled voxels within "
+                                               "--peak-radius of the peak.")] = PICK_MIN_SIZE,
     block: Annotated[int, typer.Option(help="Block edge (voxels, multiple of 4); memory per task grows with "
                                             "(block + 2 halo)^3.")] = PICK_BLOCK,
     halo: Annotated[int, typer.Option(help="Context voxels around each block (multiple of 4); the default is the "
@@ -55,8 +73,10 @@ def pick_cmd(
     cluster: ClusterFile = None,
 ) -> None:
     """Pick particles: segment the tomogram block by block with the picker, then one pick per
-    connected component of voxels of any picked class (class: its voxels' majority label;
-    centroid, size, mean score), rows sorted by class, z, y, x.
+    local maximum of the particle probability (the sum of the picked classes' probabilities,
+    smoothed; class: the largest summed probability around it; size, score), or with
+    --clustering components one per connected component of voxels of any picked class (class:
+    its voxels' majority label; centroid, size, mean score). Rows sorted by class, z, y, x.
 
     Positions are voxels of the picked tomogram and Å from its corner (voxel i at
     (i + 0.5) x pixel), like the store's particle tables, so `faket-dask score PICKS STORE
@@ -69,7 +89,8 @@ def pick_cmd(
 
     plan = plan_pick(source, picker, out, tomo=tomo, modality=modality, level=level, classes=classes,
                      min_size=min_size, block=block, halo=halo, any_classes=any_classes, pixel_size_A=pixel_size_A,
-                     device="cuda" if gpus else device, overwrite=overwrite, save_segmentation=save_segmentation)
+                     device="cuda" if gpus else device, overwrite=overwrite, save_segmentation=save_segmentation,
+                     clustering=clustering, peak_radius=peak_radius, smooth_sigma=smooth_sigma, threshold=threshold)
     import contextlib
     import math
 

@@ -92,13 +92,22 @@ def segment(model, window: np.ndarray, halo: int, core: Sequence[int], device: s
     score : ndarray (core), float16
         The largest class probability.
     """
+    return labels_and_score(probabilities(model, window, halo, core, device))
+
+
+def probabilities(model, window: np.ndarray, halo: int, core: Sequence[int], device: str = "cpu") -> np.ndarray:
+    """Class probabilities (C, z, y, x), float32, of the block at ``window[halo:halo + core]``
+    (parameters as :func:`segment`)."""
     import torch
 
     probs = class_probabilities(model, torch.from_numpy(np.ascontiguousarray(window)).to(device))
     z, y, x = (int(c) for c in core)
-    probs = probs[:, halo:halo + z, halo:halo + y, halo:halo + x]
-    score, labels = probs.max(dim=0)
-    return labels.to(torch.uint8).cpu().numpy(), score.to(torch.float16).cpu().numpy()
+    return probs[:, halo:halo + z, halo:halo + y, halo:halo + x].cpu().numpy()
+
+
+def labels_and_score(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """argmax channel (uint8) and largest probability (float16) of probabilities (C, z, y, x)."""
+    return np.argmax(probs, axis=0).astype(np.uint8), np.max(probs, axis=0).astype(np.float16)
 
 
 @dataclass

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["PICK_BLOCK", "PICK_CONTEXT_VOXELS", "PICK_MIN_SIZE", "PICK_PIXEL_SIZE_RTOL"]
+__all__ = ["PEAK_CLASS_RADIUS", "PICK_BLOCK", "PICK_CLUSTERING", "PICK_CONTEXT_VOXELS", "PICK_MIN_SIZE",
+           "PICK_PEAK_RADIUS", "PICK_PEAK_THRESHOLD", "PICK_PIXEL_SIZE_RTOL", "PICK_SMOOTH_SIGMA"]
 
 #: Block edge (voxels): a task segments a window of ``(PICK_BLOCK + 2 · halo)³`` voxels.
 PICK_BLOCK: Final = 64
@@ -19,3 +20,15 @@ PICK_CONTEXT_VOXELS: Final = 36
 PICK_MIN_SIZE: Final = 8
 #: Picker and tomogram voxel sizes differing by more than this (relative) get a warning.
 PICK_PIXEL_SIZE_RTOL: Final = 0.05
+#: How voxels become picks: ``peaks`` (local maxima of the particle probability,
+#: :mod:`faket_dask.kernels.picking_peaks`) or ``components`` (connected components of the
+#: labelled voxels, :mod:`faket_dask.kernels.picking`); measured in ``docs/picking.md``.
+PICK_CLUSTERING: Final = "peaks"
+#: Peaks: ball radius (voxels) of the maximum filter, i.e. the closest two picks may be.
+PICK_PEAK_RADIUS: Final = 3
+#: Peaks: Gaussian smoothing (voxels) of the particle probability before the maxima are found.
+PICK_SMOOTH_SIGMA: Final = 1.0
+#: Peaks: smallest (smoothed) particle probability of a pick.
+PICK_PEAK_THRESHOLD: Final = 0.5
+#: Peaks: radius (voxels) of the ball whose summed class probabilities give a peak its class.
+PEAK_CLASS_RADIUS: Final = 2

@@ -54,7 +54,16 @@ from ..kernels.picking import (
     face_edges,
     merge_components,
 )
-from ..params.picking import PICK_BLOCK, PICK_CONTEXT_VOXELS, PICK_MIN_SIZE
+from ..kernels.picking_peaks import Peaks
+from ..params.picking import (
+    PICK_BLOCK,
+    PICK_CLUSTERING,
+    PICK_CONTEXT_VOXELS,
+    PICK_MIN_SIZE,
+    PICK_PEAK_RADIUS,
+    PICK_PEAK_THRESHOLD,
+    PICK_SMOOTH_SIGMA,
+)
 from .picking_io import (
     PICK_COLUMNS,
     Source,
@@ -85,13 +94,26 @@ class PickPlan:
     overwrite: bool = False
     save_segmentation: Path | None = None
     meta: dict = field(default_factory=dict)
+    clustering: str = PICK_CLUSTERING
+    peak_radius: int = PICK_PEAK_RADIUS
+    smooth_sigma: float = PICK_SMOOTH_SIGMA
+    threshold: float = PICK_PEAK_THRESHOLD
+
+    @property
+    def margin(self) -> int:
+        """Voxels of probabilities needed around a block (peaks; 0 for components)."""
+        from ..kernels.picking_peaks import margin_voxels
+
+        return margin_voxels(self.peak_radius, self.smooth_sigma) if self.clustering == "peaks" else 0
 
 
 def plan_pick(source: str | Path, picker: str | Path, out: str | Path | None = None, *, tomo: int | None = None,
               modality: str | None = None, level: int = 0, classes: str | list[str] | None = None,
               min_size: int = PICK_MIN_SIZE, block: int = PICK_BLOCK, halo: int = PICK_CONTEXT_VOXELS,
               any_classes: bool = False, pixel_size_A: float | None = None, device: str = "cpu",
-              overwrite: bool = False, save_segmentation: str | Path | None = None) -> PickPlan:
+              overwrite: bool = False, save_segmentation: str | Path | None = None,
+              clustering: str = PICK_CLUSTERING, peak_radius: int = PICK_PEAK_RADIUS,
+              smooth_sigma: float = PICK_SMOOTH_SIGMA, threshold: float = PICK_PEAK_THRESHOLD) -> PickPlan:
     """Check a picking job, reading metadata only (parameters: :func:`pick`).
 
     Raises
@@ -107,6 +129,14 @@ def plan_pick(source: str | Path, picker: str | Path, out: str | Path | None = N
             raise InputError(f"{name} must be a multiple of {SIZE_MULTIPLE} (>= {low}), got {v}")
     if int(min_size) != min_size or min_size < 1:
         raise InputError(f"--min-size must be >= 1 voxel, got {min_size}")
+    if clustering not in ("peaks", "components"):
+        raise InputError(f"--clustering must be peaks or components, got {clustering!r}")
+    if int(peak_radius) != peak_radius or not 1 <= peak_radius <= 32:
+        raise InputError(f"--peak-radius must be a whole number of voxels in 1..32, got {peak_radius}")
+    if not (np.isfinite(smooth_sigma) and 0 <= smooth_sigma <= 8):
+        raise InputError(f"--smooth-sigma must be in 0..8 voxels, got {smooth_sigma}")
+    if not (np.isfinite(threshold) and 0 <= threshold < 1):
+        raise InputError(f"--threshold must be in [0, 1), got {threshold}")
     out_path = check_outputs(out, save_segmentation, overwrite=overwrite)
     src = open_source(source, tomo=tomo, modality=modality, level=level, pixel_size_A=pixel_size_A)
     keep = [c.strip() for c in classes.split(",") if c.strip()] if isinstance(classes, str) else classes
@@ -116,14 +146,17 @@ def plan_pick(source: str | Path, picker: str | Path, out: str | Path | None = N
         raise InputError(f"{picker}: {len(meta['class_names'])} channels; pick stores labels as uint8 (≤ 256)")
     return PickPlan(src, Path(picker), list(meta["class_names"]), channels, int(block), int(halo), int(min_size),
                     resolve_device(device), out_path, overwrite,
-                    None if save_segmentation is None else Path(save_segmentation), meta)
+                    None if save_segmentation is None else Path(save_segmentation), meta,
+                    clustering, int(peak_radius), float(smooth_sigma), float(threshold))
 
 
 def pick(source: str | Path, picker: str | Path, out: str | Path | None = None, *, tomo: int | None = None,
          modality: str | None = None, level: int = 0, classes: str | list[str] | None = None,
          min_size: int = PICK_MIN_SIZE, block: int = PICK_BLOCK, halo: int = PICK_CONTEXT_VOXELS,
          any_classes: bool = False, pixel_size_A: float | None = None, device: str = "cpu",
-         overwrite: bool = False, save_segmentation: str | Path | None = None):
+         overwrite: bool = False, save_segmentation: str | Path | None = None,
+         clustering: str = PICK_CLUSTERING, peak_radius: int = PICK_PEAK_RADIUS,
+         smooth_sigma: float = PICK_SMOOTH_SIGMA, threshold: float = PICK_PEAK_THRESHOLD):
     """Pick particles in a tomogram with a trained picker (``faket-dask train-picker``).
 
     Runs on the active ``distributed.Client`` if there is one, else one block at a time here.
@@ -143,7 +176,8 @@ def pick(source: str | Path, picker: str | Path, out: str | Path | None = None, 
     classes : str or list of str, optional
         Keep only these classes (``"a,b"``); default all of the picker's.
     min_size : int
-        Smallest pick (voxels of its component).
+        Smallest pick: voxels of its component (components), or voxels labelled with a picked
+        class within ``peak_radius`` of the peak (peaks).
     block : int
         Block edge (voxels, multiple of 4): memory per task grows with ``(block + 2 halo)³``.
     halo : int
@@ -161,6 +195,16 @@ def pick(source: str | Path, picker: str | Path, out: str | Path | None = None, 
     save_segmentation : path, optional
         Also write a Zarr store with ``labels`` (uint8, picker channel) and ``score``
         (float16, max probability), dims (z, y, x), chunks = blocks.
+    clustering : {"peaks", "components"}
+        One pick per local maximum of the particle probability
+        (:mod:`~faket_dask.kernels.picking_peaks`), or per connected component of labelled
+        voxels (:mod:`~faket_dask.kernels.picking`); ``docs/picking.md`` compares them.
+    peak_radius : int
+        Peaks: closest two picks may be (voxels; ball of the maximum filter).
+    smooth_sigma : float
+        Peaks: Gaussian smoothing of the particle probability (voxels; 0: none).
+    threshold : float
+        Peaks: smallest smoothed particle probability of a pick, in [0, 1).
 
     Returns
     -------
@@ -174,14 +218,15 @@ def pick(source: str | Path, picker: str | Path, out: str | Path | None = None, 
         Before anything is read: bad ``block``/``halo``/``min_size``; unknown ``out`` suffix or
         missing folder; no such store/MRC file; a tomogram index, modality or level the store
         lacks; not a picker file; a picker from another class list (``any_classes`` to pick
-        anyway); ``classes`` the picker lacks. After the statistics: a constant or non-finite
+        anyway); ``classes`` the picker lacks; a clustering setting out of range. After the statistics: a constant or non-finite
         tomogram.
     OutputExistsError
         ``out`` or ``save_segmentation`` exists and ``overwrite`` is false.
     """
     plan = plan_pick(source, picker, out, tomo=tomo, modality=modality, level=level, classes=classes,
                      min_size=min_size, block=block, halo=halo, any_classes=any_classes, pixel_size_A=pixel_size_A,
-                     device=device, overwrite=overwrite, save_segmentation=save_segmentation)
+                     device=device, overwrite=overwrite, save_segmentation=save_segmentation,
+                     clustering=clustering, peak_radius=peak_radius, smooth_sigma=smooth_sigma, threshold=threshold)
     table = run_pick(plan)
     if plan.out is not None:
         write_picks(table, plan.out, source=plan.source, class_names=plan.class_names, overwrite=overwrite)
@@ -209,24 +254,33 @@ def _model(path: str, device: str):
 
 
 def _pick_block(reader: Any, region: tuple, shape: tuple, *, halo: int, mean: float, std: float, picker: str,
-                device: str, channels: list[int], index: int, min_size: int,
-                segmentation: str | None) -> BlockPieces:
-    """Segment and cluster one block (step 2 of the module docstring)."""
+                device: str, channels: list[int], index: int, min_size: int, segmentation: str | None,
+                peaks: dict | None = None) -> BlockPieces | Peaks:
+    """Segment and cluster one block (step 2 of the module docstring).
+
+    ``peaks`` (``margin``, ``radius``, ``sigma``, ``threshold``): find the block's peaks from
+    probabilities on the block and ``margin`` voxels around it; else connected components.
+    """
     from ..cluster import set_torch_threads
-    from ..kernels.picking import pad_window, segment
+    from ..kernels.picking import labels_and_score, pad_window, probabilities
+    from ..kernels.picking_peaks import block_peaks
 
     if device == "cpu":
         set_torch_threads()
-    lo = [max(a - halo, 0) for a, _ in region]
-    hi = [min(b + halo, n) for (_, b), n in zip(region, shape)]
+    margin = peaks["margin"] if peaks else 0
+    # the probabilities are wanted on ``ext`` (the block and its margin, inside the tomogram)
+    ext = [(max(a - margin, 0), min(b + margin, n)) for (a, b), n in zip(region, shape)]
+    lo = [max(a - halo, 0) for a, _ in ext]
+    hi = [min(b + halo, n) for (_, b), n in zip(ext, shape)]
     data = np.asarray(reader[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
     data = (data - np.float32(mean)) / np.float32(std)
-    window = pad_window(data, [halo - (a - l) for (a, _), l in zip(region, lo)],
-                        [halo - (h - b) for (_, b), h in zip(region, hi)])
+    window = pad_window(data, [halo - (a - l) for (a, _), l in zip(ext, lo)],
+                        [halo - (h - b) for (_, b), h in zip(ext, hi)])
     del data
-    core = [b - a for a, b in region]
-    labels, score = segment(_model(picker, device), window, halo, core, device)
+    probs = probabilities(_model(picker, device), window, halo, [b - a for a, b in ext], device)
     del window
+    core = tuple(slice(a - e, b - e) for (a, b), (e, _) in zip(region, ext))
+    labels, score = labels_and_score(probs[(slice(None), *core)])
     if segmentation is not None:
         import zarr
 
@@ -234,6 +288,12 @@ def _pick_block(reader: Any, region: tuple, shape: tuple, *, halo: int, mean: fl
         where = tuple(slice(a, b) for a, b in region)
         group["labels"][where] = labels
         group["score"][where] = score
+    if peaks:
+        found = block_peaks(probs, origin=[e for e, _ in ext], core=region, channels=channels,
+                            radius=peaks["radius"], sigma=peaks["sigma"], threshold=peaks["threshold"])
+        keep = found.size >= min_size
+        return Peaks(found.zyx[keep], found.cls[keep], found.size[keep], found.score[keep])
+    del probs
     neighbours = [(a > 0, b < n) for (a, b), n in zip(region, shape)]
     return block_components(labels, score, origin=[a for a, _ in region], classes=channels, block_index=index,
                             neighbours=neighbours, min_size=min_size)
@@ -307,13 +367,22 @@ def run_pick(plan: PickPlan):
     counts = [len(range(0, n, plan.block)) for n in shape]
     token = uuid.uuid4().hex[:12]
     picker = str(plan.picker.resolve())
+    peaks = None if plan.clustering != "peaks" else {
+        "margin": plan.margin, "radius": plan.peak_radius, "sigma": plan.smooth_sigma, "threshold": plan.threshold}
     blocks = {}
     with gpu_annotation(plan.device):
         for n, (ijk, region) in enumerate(regions.items()):
             blocks[ijk] = delayed(_pick_block, pure=False)(
                 plan.source.reader, region, shape, halo=plan.halo, mean=mean, std=std, picker=picker,
                 device=plan.device, channels=plan.channels, index=n, min_size=plan.min_size, segmentation=seg,
-                dask_key_name=f"pick-block-{token}-{n}")
+                peaks=peaks, dask_key_name=f"pick-block-{token}-{n}")
+    local = current_client() is None   # here: one block at a time, torch on every core
+    if peaks is not None:
+        # each block holds exactly the peaks inside it: nothing to glue
+        with dask.config.set(scheduler="synchronous") if local else contextlib.nullcontext():
+            found = compute(list(blocks.values()), label="picking")
+        allp = Peaks.concat(found)
+        return _frame(allp.cls, allp.zyx.astype(np.float64), allp.size, allp.score, plan)
     edges = []
     for (i, j, k), pieces in blocks.items():
         for axis in range(3):
@@ -324,7 +393,6 @@ def run_pick(plan: PickPlan):
                                                  dask_key_name=f"pick-face-{token}-{i}-{j}-{k}-{axis}"))
     summaries = [delayed(_without_faces)(b, dask_key_name=f"pick-pieces-{token}-{n}")
                  for n, b in enumerate(blocks.values())]
-    local = current_client() is None   # here: one block at a time, torch on every core
     with dask.config.set(scheduler="synchronous") if local else contextlib.nullcontext():
         done = compute(summaries + edges, label="picking")
     pieces, pairs = done[:len(summaries)], done[len(summaries):]
@@ -336,19 +404,24 @@ def run_pick(plan: PickPlan):
 
 
 def picks_frame(comps: Components, plan: PickPlan):
-    """The picks table of components: centroids, Å from the corner, sizes, mean scores.
+    """The picks table of components: centroids, Å from the corner, sizes, mean scores."""
+    zyx = comps.centroid_zyx() if len(comps) else np.zeros((0, 3))
+    return _frame(comps.cls, zyx, comps.count, comps.score_sum / np.maximum(comps.count, 1), plan)
 
-    Sorted by picker channel, then z, y, x of the centroid (then size, score).
+
+def _frame(cls: np.ndarray, zyx: np.ndarray, size: np.ndarray, score: np.ndarray, plan: PickPlan):
+    """The picks table: positions in voxels and Å from the corner, class names, sizes, scores.
+
+    Sorted by picker channel, then z, y, x (then size, score).
     """
     import pandas as pd
 
-    zyx = comps.centroid_zyx() if len(comps) else np.zeros((0, 3))
-    score = comps.score_sum / np.maximum(comps.count, 1)
-    order = np.lexsort((score, comps.count, zyx[:, 2], zyx[:, 1], zyx[:, 0], comps.cls))
+    zyx = np.asarray(zyx, np.float64).reshape(-1, 3)
+    order = np.lexsort((score, size, zyx[:, 2], zyx[:, 1], zyx[:, 0], cls))
     names = np.asarray(plan.class_names, dtype=object)
-    df = pd.DataFrame({"class_name": names[comps.cls[order]].astype(str) if len(comps) else np.zeros(0, str),
+    df = pd.DataFrame({"class_name": names[cls[order]].astype(str) if len(cls) else np.zeros(0, str),
                        "x": zyx[order, 2], "y": zyx[order, 1], "z": zyx[order, 0],
-                       "size": comps.count[order], "score": score[order]})
+                       "size": np.asarray(size)[order], "score": np.asarray(score, np.float64)[order]})
     table = picks_dataset(df, plan.source.shape, plan.source.pixel_size_A, plan.class_names)
     for c in ("x_A", "y_A", "z_A"):
         df[c] = table[c].values
