@@ -26,7 +26,7 @@ from ..params.picking import (
     PICK_CLUSTERING,
     PICK_CONTEXT_VOXELS,
     PICK_MIN_SIZE,
-    PICK_PEAK_RADIUS,
+    PICK_PEAK_RADIUS_A,
     PICK_PEAK_THRESHOLD,
     PICK_SMOOTH_SIGMA,
 )
@@ -48,13 +48,14 @@ def pick_cmd(
     clustering: Annotated[str, typer.Option(help="peaks: one pick per local maximum of the particle probability "
                                                  "(touching particles stay apart); components: one per connected "
                                                  "component of labelled voxels.")] = PICK_CLUSTERING,
-    peak_radius: Annotated[int, typer.Option(help="Peaks: the closest two picks may be (voxels).")] = PICK_PEAK_RADIUS,
+    peak_radius_A: Annotated[float, typer.Option("--peak-radius-A", help="Peaks: the closest two picks may be "
+                                                                          "(Å).")] = PICK_PEAK_RADIUS_A,
     smooth_sigma: Annotated[float, typer.Option(help="Peaks: Gaussian smoothing of the particle probability "
                                                      "(voxels; 0: none).")] = PICK_SMOOTH_SIGMA,
     threshold: Annotated[float, typer.Option(help="Peaks: smallest smoothed particle probability of a pick "
                                                   "(0-1).")] = PICK_PEAK_THRESHOLD,
     min_size: Annotated[int, typer.Option(help="Smallest pick: voxels of its component, or labelled voxels within "
-                                               "--peak-radius of the peak.")] = PICK_MIN_SIZE,
+                                               "the peak radius of the peak.")] = PICK_MIN_SIZE,
     block: Annotated[int, typer.Option(help="Block edge (voxels, multiple of 4); memory per task grows with "
                                             "(block + 2 halo)^3.")] = PICK_BLOCK,
     halo: Annotated[int, typer.Option(help="Context voxels around each block (multiple of 4); the default is the "
@@ -90,7 +91,7 @@ def pick_cmd(
     plan = plan_pick(source, picker, out, tomo=tomo, modality=modality, level=level, classes=classes,
                      min_size=min_size, block=block, halo=halo, any_classes=any_classes, pixel_size_A=pixel_size_A,
                      device="cuda" if gpus else device, overwrite=overwrite, save_segmentation=save_segmentation,
-                     clustering=clustering, peak_radius=peak_radius, smooth_sigma=smooth_sigma, threshold=threshold)
+                     clustering=clustering, peak_radius_A=peak_radius_A, smooth_sigma=smooth_sigma, threshold=threshold)
     import contextlib
     import math
 

@@ -28,8 +28,9 @@ Clustering (:func:`block_components`, :func:`face_edges`, :func:`merge_component
     Connected components instead of DeepFinder's mean-shift (bandwidth = the particle radius):
     no bandwidth to tune, linear time, and exact blockwise — a component cut by block faces is
     glued back from its pieces (foreground pieces adjacent across a face are one component), so
-    the picks do not depend on the block size. What it loses: touching particles are one pick
-    (mean-shift with the right radius may split them); ``--min-size`` drops specks.
+    the picks do not depend on the block size. What it loses: touching particles are one pick,
+    which is why ``pick`` defaults to peaks (:mod:`faket_dask.kernels.picking_peaks`, measured
+    there); ``--min-size`` drops specks.
     Sums are exact whatever the order (integer coordinates and class counts in int64; float16
     scores summed in float64, exact below 2**29 voxels), so centroids, classes and scores are
     bit-identical for any block size.

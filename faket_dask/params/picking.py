@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = ["PEAK_CLASS_RADIUS", "PICK_BLOCK", "PICK_CLUSTERING", "PICK_CONTEXT_VOXELS", "PICK_MIN_SIZE",
-           "PICK_PEAK_RADIUS", "PICK_PEAK_THRESHOLD", "PICK_PIXEL_SIZE_RTOL", "PICK_SMOOTH_SIGMA"]
+           "PICK_PEAK_RADIUS_A", "PICK_PEAK_THRESHOLD", "PICK_PIXEL_SIZE_RTOL", "PICK_SMOOTH_SIGMA"]
 
 #: Block edge (voxels): a task segments a window of ``(PICK_BLOCK + 2 · halo)³`` voxels.
 PICK_BLOCK: Final = 64
@@ -24,11 +24,13 @@ PICK_PIXEL_SIZE_RTOL: Final = 0.05
 #: :mod:`faket_dask.kernels.picking_peaks`) or ``components`` (connected components of the
 #: labelled voxels, :mod:`faket_dask.kernels.picking`); measured in ``docs/picking.md``.
 PICK_CLUSTERING: Final = "peaks"
-#: Peaks: ball radius (voxels) of the maximum filter, i.e. the closest two picks may be.
-PICK_PEAK_RADIUS: Final = 3
+#: Peaks: the closest two picks may be (Å; ball radius of the maximum filter, rounded half up to
+#: voxels: 3 at 20 Å, 5 at 10 Å). Measured best on the benchmark's noiseless tomograms: 40-60 Å
+#: at 20 Å voxels, 50 Å at 10 Å (``docs/picking.md``); about the smallest SHREC protein's radius.
+PICK_PEAK_RADIUS_A: Final = 50.0
 #: Peaks: Gaussian smoothing (voxels) of the particle probability before the maxima are found.
 PICK_SMOOTH_SIGMA: Final = 1.0
 #: Peaks: smallest (smoothed) particle probability of a pick.
-PICK_PEAK_THRESHOLD: Final = 0.5
+PICK_PEAK_THRESHOLD: Final = 0.3
 #: Peaks: radius (voxels) of the ball whose summed class probabilities give a peak its class.
 PEAK_CLASS_RADIUS: Final = 2

@@ -8,29 +8,36 @@
 
 or :func:`pick` (``faket_dask.pick``) for all three.
 
-Steps (kernels: :mod:`faket_dask.kernels.picking`, which documents the method and the choice of
-connected components over DeepFinder's mean-shift):
+Steps (kernels: :mod:`faket_dask.kernels.picking_peaks` for the default ``clustering="peaks"``,
+:mod:`faket_dask.kernels.picking` for ``"components"``; each documents its method and the
+measured reason for it):
 
 1. The tomogram's mean and standard deviation (dask reductions in the source's own chunks, so
    they do not depend on ``block``): the picker sees each tomogram standardised as a whole,
    as in training (DeepFinder standardises each tomogram the same way).
 2. One task per block of ``block`` voxels per edge (blocks start at multiples of ``block``):
-   it reads the block and a halo of ``halo`` voxels straight from the Zarr array or the
-   memory-mapped MRC file, segments it (argmax label, max-probability score), optionally
-   writes both into the ``save_segmentation`` store (its chunks are the blocks: no two tasks
-   write one chunk), and labels the connected components of the picked classes' voxels. It returns the complete
-   components (the block's picks) and the pieces on its faces — never the block. A task holds
-   one window of ``(block + 2 halo)³`` voxels and the picker's activations on it, whatever the
-   tomogram's size: memory is flat in the tomogram size (``benchmarks/bench_pick.py``).
+   it reads the block, the peaks' margin (:func:`~faket_dask.kernels.picking_peaks.margin_voxels`,
+   8 voxels by default; 0 for components) and a halo of ``halo`` voxels straight from the Zarr
+   array or the memory-mapped MRC file, computes the class probabilities on the block and its
+   margin, optionally writes the block's labels (argmax) and scores (max probability) into the
+   ``save_segmentation`` store (its chunks are the blocks: no two tasks write one chunk), and
+   returns the peaks inside the block (complete picks: nothing to glue) or the connected
+   components of the picked classes' voxels (complete ones, and the pieces on its faces) —
+   never the block. A task holds one window of ``(block + 2 margin + 2 halo)³`` voxels and the
+   picker's activations on it, whatever the tomogram's size: memory is flat in the tomogram
+   size (``benchmarks/bench_pick.py``).
    The window is read by the task itself rather than through ``dask.array.map_overlap``,
    whose shared neighbour chunks would stay in memory across a whole layer of blocks; and the
    labels are clustered in the task that made them, so no temporary segmentation store is
    written and read back (``save_segmentation`` keeps one when asked).
-3. One task per pair of neighbouring blocks finds the pieces that touch across their face;
+3. Components only: one task per pair of neighbouring blocks finds the pieces that touch across their face;
    the client glues them (:func:`~faket_dask.kernels.picking.merge_components`), drops
    components under ``min_size`` voxels and sorts the picks by class (picker order), z, y, x.
 
-With ``halo >= PICK_CONTEXT_VOXELS`` (the default) the picks are bit-identical for any ``block``.
+With ``halo >= PICK_CONTEXT_VOXELS`` (the default) the picks do not depend on ``block``:
+components bit for bit; peaks in position, class and size, and in score to float32 rounding (a
+convolution's summation order depends on its window's shape, ulp differences in ~1 % of the
+probabilities; ``tests/test_pick.py``).
 Workers must be able to read the store / MRC file and the picker file by the same paths (as
 for every stage).
 """
@@ -60,7 +67,7 @@ from ..params.picking import (
     PICK_CLUSTERING,
     PICK_CONTEXT_VOXELS,
     PICK_MIN_SIZE,
-    PICK_PEAK_RADIUS,
+    PICK_PEAK_RADIUS_A,
     PICK_PEAK_THRESHOLD,
     PICK_SMOOTH_SIGMA,
 )
@@ -95,7 +102,7 @@ class PickPlan:
     save_segmentation: Path | None = None
     meta: dict = field(default_factory=dict)
     clustering: str = PICK_CLUSTERING
-    peak_radius: int = PICK_PEAK_RADIUS
+    peak_radius: int = 3            # voxels (plan_pick converts --peak-radius-A)
     smooth_sigma: float = PICK_SMOOTH_SIGMA
     threshold: float = PICK_PEAK_THRESHOLD
 
@@ -112,7 +119,7 @@ def plan_pick(source: str | Path, picker: str | Path, out: str | Path | None = N
               min_size: int = PICK_MIN_SIZE, block: int = PICK_BLOCK, halo: int = PICK_CONTEXT_VOXELS,
               any_classes: bool = False, pixel_size_A: float | None = None, device: str = "cpu",
               overwrite: bool = False, save_segmentation: str | Path | None = None,
-              clustering: str = PICK_CLUSTERING, peak_radius: int = PICK_PEAK_RADIUS,
+              clustering: str = PICK_CLUSTERING, peak_radius_A: float = PICK_PEAK_RADIUS_A,
               smooth_sigma: float = PICK_SMOOTH_SIGMA, threshold: float = PICK_PEAK_THRESHOLD) -> PickPlan:
     """Check a picking job, reading metadata only (parameters: :func:`pick`).
 
@@ -131,8 +138,8 @@ def plan_pick(source: str | Path, picker: str | Path, out: str | Path | None = N
         raise InputError(f"--min-size must be >= 1 voxel, got {min_size}")
     if clustering not in ("peaks", "components"):
         raise InputError(f"--clustering must be peaks or components, got {clustering!r}")
-    if int(peak_radius) != peak_radius or not 1 <= peak_radius <= 32:
-        raise InputError(f"--peak-radius must be a whole number of voxels in 1..32, got {peak_radius}")
+    if not (np.isfinite(peak_radius_A) and peak_radius_A > 0):
+        raise InputError(f"--peak-radius-A must be a positive distance in Å, got {peak_radius_A}")
     if not (np.isfinite(smooth_sigma) and 0 <= smooth_sigma <= 8):
         raise InputError(f"--smooth-sigma must be in 0..8 voxels, got {smooth_sigma}")
     if not (np.isfinite(threshold) and 0 <= threshold < 1):
@@ -144,6 +151,10 @@ def plan_pick(source: str | Path, picker: str | Path, out: str | Path | None = N
     channels = check_picker_classes(picker, meta, src, any_classes=any_classes, keep=keep)
     if len(meta["class_names"]) > 256:
         raise InputError(f"{picker}: {len(meta['class_names'])} channels; pick stores labels as uint8 (≤ 256)")
+    peak_radius = max(1, int(np.floor(peak_radius_A / src.pixel_size_A + 0.5)))   # voxels, half up
+    if clustering == "peaks" and peak_radius > 32:
+        raise InputError(f"--peak-radius-A {peak_radius_A:g} is {peak_radius} voxels of {src.pixel_size_A:g} Å "
+                         f"in {src.label}; at most 32")
     return PickPlan(src, Path(picker), list(meta["class_names"]), channels, int(block), int(halo), int(min_size),
                     resolve_device(device), out_path, overwrite,
                     None if save_segmentation is None else Path(save_segmentation), meta,
@@ -155,7 +166,7 @@ def pick(source: str | Path, picker: str | Path, out: str | Path | None = None, 
          min_size: int = PICK_MIN_SIZE, block: int = PICK_BLOCK, halo: int = PICK_CONTEXT_VOXELS,
          any_classes: bool = False, pixel_size_A: float | None = None, device: str = "cpu",
          overwrite: bool = False, save_segmentation: str | Path | None = None,
-         clustering: str = PICK_CLUSTERING, peak_radius: int = PICK_PEAK_RADIUS,
+         clustering: str = PICK_CLUSTERING, peak_radius_A: float = PICK_PEAK_RADIUS_A,
          smooth_sigma: float = PICK_SMOOTH_SIGMA, threshold: float = PICK_PEAK_THRESHOLD):
     """Pick particles in a tomogram with a trained picker (``faket-dask train-picker``).
 
@@ -177,7 +188,7 @@ def pick(source: str | Path, picker: str | Path, out: str | Path | None = None, 
         Keep only these classes (``"a,b"``); default all of the picker's.
     min_size : int
         Smallest pick: voxels of its component (components), or voxels labelled with a picked
-        class within ``peak_radius`` of the peak (peaks).
+        class within the peak radius of the peak (peaks).
     block : int
         Block edge (voxels, multiple of 4): memory per task grows with ``(block + 2 halo)³``.
     halo : int
@@ -199,8 +210,9 @@ def pick(source: str | Path, picker: str | Path, out: str | Path | None = None, 
         One pick per local maximum of the particle probability
         (:mod:`~faket_dask.kernels.picking_peaks`), or per connected component of labelled
         voxels (:mod:`~faket_dask.kernels.picking`); ``docs/picking.md`` compares them.
-    peak_radius : int
-        Peaks: closest two picks may be (voxels; ball of the maximum filter).
+    peak_radius_A : float
+        Peaks: the closest two picks may be (Å; the maximum filter's ball radius, rounded half
+        up to whole voxels of the tomogram, at least 1).
     smooth_sigma : float
         Peaks: Gaussian smoothing of the particle probability (voxels; 0: none).
     threshold : float
@@ -226,7 +238,8 @@ def pick(source: str | Path, picker: str | Path, out: str | Path | None = None, 
     plan = plan_pick(source, picker, out, tomo=tomo, modality=modality, level=level, classes=classes,
                      min_size=min_size, block=block, halo=halo, any_classes=any_classes, pixel_size_A=pixel_size_A,
                      device=device, overwrite=overwrite, save_segmentation=save_segmentation,
-                     clustering=clustering, peak_radius=peak_radius, smooth_sigma=smooth_sigma, threshold=threshold)
+                     clustering=clustering, peak_radius_A=peak_radius_A, smooth_sigma=smooth_sigma,
+                     threshold=threshold)
     table = run_pick(plan)
     if plan.out is not None:
         write_picks(table, plan.out, source=plan.source, class_names=plan.class_names, overwrite=overwrite)
