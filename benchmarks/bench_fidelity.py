@@ -7,8 +7,9 @@ commands only (``faket-dask simulate / compare / train-picker / pick / score``, 
 subprocesses, exactly what a user types):
 
 1. simulate K tomograms (``--tomograms``, the demo's specimens: 10 % proteins by volume, a
-   vesicle, actin, a microtubule, gold; 61 tilts; the reference microscope as the style data),
-   or reuse a run (``--store``);
+   vesicle, actin, a microtubule, gold; 61 tilts; the reference microscope as the style data;
+   tomograms of 128³ at 10 Å, SHREC's voxel size, or with ``--binning 2`` the paper's 2×
+   binning of 10 Å projections, 64³ at 20 Å), or reuse a run (``--store``);
 2. ``compare`` the simulated modalities with ``measured`` on the test tomogram (item 1 of the
    issue: spectrum, histogram, noise σ and correlation distances);
 3. for each modality and ``--seeds`` seed: ``train-picker`` on tomograms 0..K−3 (validate on
@@ -61,9 +62,11 @@ def _weights() -> str:
     return "imagenet" if imagenet_weights_path().is_file() else "random"
 
 
-def fidelity_config(tomograms: int, seed: int) -> dict:
-    """The simulation of the full run: the demo's specimens (``faket_dask/demo.py``), K tomograms."""
-    return {"seed": seed, "style": {"weights": _weights()},
+def fidelity_config(tomograms: int, seed: int, binning: int = 2) -> dict:
+    """The simulation of the full run: the demo's specimens (``faket_dask/demo.py``), K tomograms;
+    tomograms binned ``binning`` (2: the paper's recipe, 64³ of 20 Å; 1: 128³ of 10 Å, SHREC's
+    voxel size)."""
+    return {"seed": seed, "style": {"weights": _weights()}, "reconstruction": {"binning": binning},
             "specimens": {"source": "generate", "count": tomograms, "shape_zyx": [128, 128, 128],
                           "volume_fraction": 0.1, "vesicles": 1, "fiducials": 3, "actin": 1,
                           "microtubules": 1},
@@ -136,6 +139,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None, help="Write the JSON report here.")
     ap.add_argument("--markdown", type=Path, default=None, help="Write the Markdown table here.")
+    ap.add_argument("--binning", type=int, default=1, choices=(1, 2),
+                    help="Tomogram binning of the simulation (1: 128³ of 10 Å, SHREC's voxel size as in the "
+                         "paper's Table 1; 2: 64³ of 20 Å, where proteins of radius < 70 Å are <= 3 voxels).")
+    ap.add_argument("--pick-block", type=int, default=128,
+                    help="pick --block: 128 (one block for 128³ tomograms: ~8 GB, no cluster start-up).")
+    ap.add_argument("--epochs", type=int, default=None, help="Picker epochs (default: FULL_PICKER's).")
+    ap.add_argument("--steps", type=int, default=None, help="Picker steps per epoch (default: FULL_PICKER's).")
     ap.add_argument("--reuse-pickers", action="store_true",
                     help="Keep picker_MODALITY_SEED.pt files already in --work (re-pick and re-score only).")
     args = ap.parse_args()
@@ -145,7 +155,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     log = work / "commands.log"
     workers = ["--workers", str(args.workers)] if args.workers else []
-    picker = QUICK_PICKER if args.quick else FULL_PICKER
+    picker = dict(QUICK_PICKER if args.quick else FULL_PICKER)
+    picker.update({k: v for k, v in (("epochs", args.epochs), ("steps", args.steps)) if v is not None})
+    block = ["--block", str(args.pick_block)] if args.pick_block and not args.quick else []
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
 
@@ -154,7 +166,7 @@ def main() -> None:
                     "load_1min_before": round(os.getloadavg()[0], 2), "picker": picker, "seeds": seeds}
     t0 = time.perf_counter()
     if args.store is None:
-        cfg = quick_config(0) if args.quick else fidelity_config(args.tomograms, 0)
+        cfg = quick_config(0) if args.quick else fidelity_config(args.tomograms, 0, args.binning)
         (work / "sim.yaml").write_text(yaml.safe_dump(cfg))
         shutil.rmtree(work / "sim", ignore_errors=True)
         run("simulate", work / "sim.yaml", "--out", work / "sim", *workers, log=log)
@@ -169,6 +181,11 @@ def main() -> None:
     test = n_tomos - 1
     validate = n_tomos - 2 if n_tomos > 2 else test      # 2 tomograms: validate on the test one
     train = list(range(max(n_tomos - 2, 1)))
+    import zarr
+
+    test_attrs = dict(zarr.open_group(str(store), mode="r")[f"tomo_{n_tomos - 1:03d}/tomogram/measured"].attrs)
+    report["tomogram_pixel_size_A"] = (test_attrs.get("faket_dask_attrs") or {}).get("pixel_size_A")
+    report["pick_block"] = None if args.quick else args.pick_block
     report.update(store=str(store), tomograms=n_tomos, train=train, validate=validate, test=test,
                   scored_classes=proteins, vgg_weights=weights,
                   note=("a 2-tomogram store: the test tomogram is also the validation one" if n_tomos == 2 else None))
@@ -196,7 +213,7 @@ def main() -> None:
                     "--overwrite", log=log)
             picks = work / f"picks_{m}_{seed}.csv"
             run("pick", store, "--tomo", str(test), "--modality", tested_on, "--picker", pt, "--out", picks,
-                "--overwrite", *workers, log=log)
+                "--overwrite", *block, *workers, log=log)
             rep = work / f"score_{m}_{seed}.json"
             run("score", picks, store, "--tomo", str(test), "--tomo-grid", "--classes", ",".join(proteins),
                 "--out", rep, "--overwrite", log=log)
