@@ -36,7 +36,9 @@ def test_auto_tile_untiled_when_the_tilt_fits_and_largest_fitting_tile_else():
 
 def test_device_task_bytes_on_cpu_divides_the_limit_by_threads():
     assert device_task_bytes("cpu", memory_limit_bytes=8 * 2**30, threads=4) == 2 * 2**30
-    assert 0 < device_task_bytes("cpu") <= device_task_bytes("cpu", threads=1)
+    # two reads of the machine's available memory: other processes may free or take some in
+    # between, so allow 256 MiB of drift (CI failed on 1 MiB)
+    assert 0 < device_task_bytes("cpu") <= device_task_bytes("cpu", threads=1) + 256 * 2**20
 
 
 def _tilts(t: int, n: int, seed: int, name: str) -> xr.DataArray:
