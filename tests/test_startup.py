@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("xarray", "dask.array", "torch", "pandas", "distributed", "scipy")
+HEAVY = ("xarray", "dask.array", "torch", "pandas", "distributed", "scipy", "numba")
 
 
 def _loaded_after(code: str) -> set[str]:

@@ -287,6 +287,38 @@ def test_philox_known_answers(counter, key, expected):
     assert tuple(int(w[1]) for w in out) == expected
 
 
+FIELD_CASES = [  # seed, tomo, tilts, y0, y1, nx, x0, stream: whole tilts, offsets, extreme keys
+    (1, 0, [3], 0, 1024, 1024, 0, 0),
+    (7, 2, [0, 5], 3, 77, 131, 5, 0),
+    (2**32 - 1, 2**32 - 1, [60], 0, 300, 1023, 1, 3),
+    (12345, 9, [2**32 - 1], 2**32 - 9, 2**32, 6, 4 * 2**32 - 6, 2**32 - 1),
+]
+
+
+@pytest.mark.parametrize("case", FIELD_CASES)
+def test_compiled_field_is_the_numpy_reference(case):
+    """The compiled Philox (numba) gives the bits of the pure-numpy Philox + Box–Muller."""
+    seed, tomo, tilts, y0, y1, nx, x0, stream = case
+    kw = {"x0": x0, "stream": stream}
+    got = noise_rng.normal_block(seed, tomo, tilts, y0, y1, nx, **kw)
+    want = noise_rng.normal_block(seed, tomo, tilts, y0, y1, nx, impl="numpy", **kw)
+    assert got.shape == (len(tilts), y1 - y0, nx) and got.dtype == np.float32
+    assert np.array_equal(got, want)
+
+
+def test_field_values_are_pinned():
+    """Values of the field as the noise stage has drawn them since issue 4 (a change would
+    change every NOISY/CONTENT/BASELINE output)."""
+    z = noise_rng.normal_block(1, 0, [3], 0, 1024, 1024)
+    want = [0.7245374321937561, -0.8440951704978943, 0.39367419481277466, 0.020458299666643143,
+            -0.21138423681259155]
+    assert z[0, 0, :5].tolist() == want
+    z = noise_rng.normal_block(2**32 - 1, 2**32 - 1, [60], 0, 300, 1023, x0=1, stream=3)
+    assert z[0, 299, -3:].tolist() == [1.6530383825302124, -1.1151437759399414, -0.9783914089202881]
+    with pytest.raises(InputError, match="impl"):
+        noise_rng.normal_block(1, 0, [3], 0, 4, 4, impl="fortran")
+
+
 def test_normal_field_chunk_invariance():
     seed, tomo, tilt, ny, nx = 7, 3, 11, 67, 50
     whole = noise_rng.normal_field(seed, tomo, tilt, 0, ny, nx)

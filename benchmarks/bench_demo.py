@@ -1,0 +1,129 @@
+"""Benchmark of the demo (``make demo``, ``faket-dask demo``): pipeline time and its stages.
+
+Runs ``faket-dask demo OUT --workers W`` in a fresh subprocess (``--repeats`` times, each into a
+new directory), with the RSS of its whole process tree sampled, and reads the stage times from
+each run's ``summary.json``. Issue 15 asks for ≤ 90 s of pipeline time on 2 cores.
+
+* ``pipeline_s``: the sum of the stage times in ``summary.json`` (the work the demo schedules,
+  cluster start-up and interpreter excluded); ``wall_s``: the whole command.
+* ``per_kind_s``: stage times summed by kind (``faket/000`` + ``faket/001`` + … → ``faket``).
+* ``reference``: a fixed CPU workload measured in the same run, before and after the demos: one
+  single-threaded forward pass of the VGG-19 prefix (through relu5_1, random weights) over 8
+  tilts of 128², the demo's detector, as one Dask task sees it. ``pipeline_over_reference`` is
+  ``pipeline_s`` in units of that workload, comparable across runs on a VM whose speed varies.
+
+The demo's outputs are also compared between repeats (they must be bit-identical).
+
+    python benchmarks/bench_demo.py --repeats 2 --out bench_demo.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _reference_s() -> float:
+    """Median of 3 single-threaded VGG-19 forward passes (relu5_1) over 8 × 128² tilts, seconds."""
+    code = (
+        "import time, torch\n"
+        "from faket_dask.kernels.nst import get_vgg\n"
+        "torch.set_num_threads(1)\n"
+        "vgg = get_vgg('random', seed=0)\n"
+        "x = torch.rand(8, 3, 128, 128, generator=torch.Generator().manual_seed(0))\n"
+        "ts = []\n"
+        "with torch.no_grad():\n"
+        "    vgg(x)\n"
+        "    for _ in range(3):\n"
+        "        t = time.perf_counter(); vgg(x); ts.append(time.perf_counter() - t)\n"
+        "print(sorted(ts)[1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=_REPO)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _demo(out_dir: Path, workers: int) -> dict:
+    from _memory import run_sampled
+
+    exe = Path(sys.executable).with_name("faket-dask")
+    log = out_dir.with_suffix(".log")
+    with open(log, "w") as fh:
+        mem = run_sampled([str(exe), "demo", str(out_dir), "--workers", str(workers)], stdout=fh,
+                          stderr=subprocess.STDOUT, env=dict(os.environ, FAKET_PROGRESS="0"))
+    if mem["returncode"] != 0:
+        raise RuntimeError(f"demo failed:\n{log.read_text()[-3000:]}")
+    summary = json.loads((out_dir / "summary.json").read_text())
+    stages = {k: v["seconds"] for k, v in summary["stages"].items()}
+    kinds: dict[str, float] = {}
+    for k, s in stages.items():
+        kinds[k.split("/")[0]] = round(kinds.get(k.split("/")[0], 0.0) + s, 3)
+    return {"pipeline_s": round(sum(stages.values()), 2), "wall_s": mem["seconds"],
+            "per_kind_s": kinds, "stages_s": stages,
+            "peak_rss_total_MB": mem["peak_rss_total_MB"],
+            "peak_rss_largest_process_MB": mem["peak_rss_largest_process_MB"]}
+
+
+def _identical(a: Path, b: Path) -> bool:
+    """Every array of run store ``a`` equal to the same array of ``b`` (NaN = NaN)."""
+    import numpy as np
+    import zarr
+
+    ga, gb = zarr.open_group(str(a / "run.zarr"), mode="r"), zarr.open_group(str(b / "run.zarr"), mode="r")
+    for name, node in ga.members(max_depth=None):
+        if isinstance(node, zarr.Array) and not np.array_equal(node[...], gb[name][...], equal_nan=True):
+            return False
+    return True
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    report: dict = {
+        "benchmark": "faket-dask demo: pipeline time (sum of summary.json stage times)",
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "workers": args.workers,
+        "load_before": [round(v, 2) for v in os.getloadavg()],
+        "reference_s_before": round(_reference_s(), 4),
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_demo_") as td:
+        dirs = []
+        for i in range(args.repeats):
+            d = Path(td) / f"demo{i}"
+            dirs.append(d)
+            t0 = time.strftime("%H:%M:%S")
+            run = _demo(d, args.workers)
+            run["started"] = t0
+            run["load_after"] = [round(v, 2) for v in os.getloadavg()]
+            report["runs"].append(run)
+        report["reference_s_after"] = round(_reference_s(), 4)
+        if len(dirs) > 1:
+            report["outputs_identical_between_runs"] = all(_identical(dirs[0], d) for d in dirs[1:])
+    ref = (report["reference_s_before"] + report["reference_s_after"]) / 2
+    for run in report["runs"]:
+        run["pipeline_over_reference"] = round(run["pipeline_s"] / ref, 1)
+    report["pipeline_s_min"] = min(r["pipeline_s"] for r in report["runs"])
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
