@@ -1,10 +1,10 @@
 """The counter-based standard-normal noise field z of FakET (``docs/method.md §3``).
 
 No dask, no I/O; the Philox rounds are compiled (:mod:`.philox_compiled`, numba), the rest is
-numpy. Philox4x32-10 (Salmon et al. 2011, Random123) keyed by ``(seed, tomogram)`` with the counter ``(x // 4, y, tilt, stream)``, turned into normals by
-Box–Muller in float64: any chunk regenerates its own pixels from its position, so the field is
-never stored and is bit-identical however it is split (``docs/architecture.md``, "Noise
-stage").
+numpy. Philox4x32-10 (Salmon et al. 2011, Random123) keyed by ``(seed, tomogram)`` with the
+counter ``(x // 4, y, tilt, stream)``, turned into normals by Box–Muller in float64: any chunk
+regenerates its own pixels from its position, so the field is never stored and is bit-identical
+however it is split (``docs/architecture.md``, "Noise stage").
 """
 from __future__ import annotations
 

@@ -16,14 +16,17 @@ import math
 import numba
 import numpy as np
 
+from .noise_rng import _PHILOX_M0, _PHILOX_M1, _PHILOX_W0, _PHILOX_W1, _U32
+
 __all__ = ["philox_uniforms"]
 
-# Philox4x32-10 constants (Random123, philox.h), as in noise_rng.
-_M0 = np.uint64(0xD2511F53)
-_M1 = np.uint64(0xCD9E8D57)
-_W0 = np.uint64(0x9E3779B9)
-_W1 = np.uint64(0xBB67AE85)
-_MASK = np.uint64(0xFFFFFFFF)
+# The constants of noise_rng (their owner) as uint64 scalars: numba would type a Python int as
+# int64, and uint64 (+) int64 as float64.
+_M0 = np.uint64(_PHILOX_M0)
+_M1 = np.uint64(_PHILOX_M1)
+_W0 = np.uint64(_PHILOX_W0)
+_W1 = np.uint64(_PHILOX_W1)
+_MASK = np.uint64(_U32)
 _S32 = np.uint64(32)
 _TWO_M32 = 2.0**-32
 _TWO_PI_M32 = 2.0 * math.pi * _TWO_M32
