@@ -16,14 +16,16 @@ import numpy as np
 
 from faket_dask.errors import InputError
 
+from .philox_constants import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, U32
+
 __all__ = ["normal_block", "normal_field", "philox4x32_10"]
 
-# Philox4x32-10 constants (Random123, philox.h): round multipliers and Weyl key increments.
-_U32: Final = 0xFFFFFFFF
-_PHILOX_M0: Final = np.uint64(0xD2511F53)
-_PHILOX_M1: Final = np.uint64(0xCD9E8D57)
-_PHILOX_W0: Final = 0x9E3779B9
-_PHILOX_W1: Final = 0xBB67AE85
+# Philox4x32-10 constants (owner: .philox_constants) in the dtypes of the numpy rounds below.
+_U32: Final = U32
+_PHILOX_M0: Final = np.uint64(PHILOX_M0)
+_PHILOX_M1: Final = np.uint64(PHILOX_M1)
+_PHILOX_W0: Final = PHILOX_W0
+_PHILOX_W1: Final = PHILOX_W1
 _MASK32: Final = np.uint64(_U32)
 _SHIFT32: Final = np.uint64(32)
 #: Counters per inner block: big enough to amortise numpy's per-call cost, small enough that

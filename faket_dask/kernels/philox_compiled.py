@@ -16,17 +16,16 @@ import math
 import numba
 import numpy as np
 
-from .noise_rng import _PHILOX_M0, _PHILOX_M1, _PHILOX_W0, _PHILOX_W1, _U32
+from .philox_constants import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, U32
 
 __all__ = ["philox_uniforms"]
 
-# The constants of noise_rng (their owner) as uint64 scalars: numba would type a Python int as
-# int64, and uint64 (+) int64 as float64.
-_M0 = np.uint64(_PHILOX_M0)
-_M1 = np.uint64(_PHILOX_M1)
-_W0 = np.uint64(_PHILOX_W0)
-_W1 = np.uint64(_PHILOX_W1)
-_MASK = np.uint64(_U32)
+# As uint64 scalars: numba would type a Python int as int64, and uint64 (+) int64 as float64.
+_M0 = np.uint64(PHILOX_M0)
+_M1 = np.uint64(PHILOX_M1)
+_W0 = np.uint64(PHILOX_W0)
+_W1 = np.uint64(PHILOX_W1)
+_MASK = np.uint64(U32)
 _S32 = np.uint64(32)
 _TWO_M32 = 2.0**-32
 _TWO_PI_M32 = 2.0 * math.pi * _TWO_M32
