@@ -4,8 +4,10 @@ Runs ``faket-dask demo OUT --workers W`` in a fresh subprocess (``--repeats`` ti
 new directory), with the RSS of its whole process tree sampled, and reads the stage times from
 each run's ``summary.json``. Issue 15 asks for ≤ 90 s of pipeline time on 2 cores.
 
-* ``pipeline_s``: the sum of the stage times in ``summary.json`` (the work the demo schedules,
-  cluster start-up and interpreter excluded); ``wall_s``: the whole command.
+* ``pipeline_s``: ``seconds_total_this_invocation`` of ``summary.json``, the run's clock from
+  its first stage to its summary (cluster start-up and interpreter excluded; stages of one kind
+  run side by side, so the stage times overlap and their sum, ``stage_sum_s``, is larger);
+  ``wall_s``: the whole command.
 * ``per_kind_s``: stage times summed by kind (``faket/000`` + ``faket/001`` + … → ``faket``).
 * ``reference``: a fixed CPU workload measured in the same run, before and after the demos: one
   single-threaded forward pass of the VGG-19 prefix (through relu5_1, random weights) over 8
@@ -67,7 +69,10 @@ def _demo(out_dir: Path, workers: int) -> dict:
     kinds: dict[str, float] = {}
     for k, s in stages.items():
         kinds[k.split("/")[0]] = round(kinds.get(k.split("/")[0], 0.0) + s, 3)
-    return {"pipeline_s": round(sum(stages.values()), 2), "wall_s": mem["seconds"],
+    # stages of one kind overlap (they run side by side): the pipeline time is the run's own
+    # clock from its first stage to its summary, not the sum of the stage times
+    return {"pipeline_s": round(summary["seconds_total_this_invocation"], 2),
+            "stage_sum_s": round(sum(stages.values()), 2), "wall_s": mem["seconds"],
             "per_kind_s": kinds, "stages_s": stages,
             "peak_rss_total_MB": mem["peak_rss_total_MB"],
             "peak_rss_largest_process_MB": mem["peak_rss_largest_process_MB"]}
@@ -96,7 +101,7 @@ def main() -> dict:
     args = ap.parse_args()
 
     report: dict = {
-        "benchmark": "faket-dask demo: pipeline time (sum of summary.json stage times)",
+        "benchmark": "faket-dask demo: pipeline time (summary.json seconds_total_this_invocation)",
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "workers": args.workers,

@@ -122,10 +122,6 @@ def _local_cluster(
     threads = threads_per_worker or 1
     n = workers or max(1, cores // threads)
     env = {v: str(threads) for v in _THREAD_VARS}
-    # distributed sets MALLOC_TRIM_THRESHOLD_ low for workers, which (as a side effect) makes
-    # glibc mmap every large temporary afresh; serving ones below 16 MiB from the heap made
-    # the noise stage 1.4-2x faster at the same peak memory (benchmarks/bench_noise.py).
-    env["MALLOC_MMAP_THRESHOLD_"] = str(16 * 2**20)
     return LocalCluster(
         n_workers=n,
         threads_per_worker=threads,
@@ -358,6 +354,11 @@ def connect(
             from .messages import WarningFormatPlugin
 
             client.register_plugin(WarningFormatPlugin())
+            if processes or cluster_file or gpus:
+                # page faults of task threads in distributed's allocator settings (allocator.py)
+                from .allocator import AllocatorPlugin
+
+                client.register_plugin(AllocatorPlugin())
         if not quiet:
             print(f"Dask dashboard: {_dashboard_link(client, dashboard if cluster else None)}",
                   file=sys.stderr, flush=True)

@@ -70,6 +70,10 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.read()
+
+    def read(self) -> None:
+        """Read the peaks since the block began (also done when it ends)."""
         self.client_bytes = peak_rss_bytes()
         if self.client is not None:
             try:

@@ -6,13 +6,29 @@ than :data:`DELAY_S` seconds, so quick commands stay quiet. ``FAKET_PROGRESS=0``
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import dask
 
 DELAY_S = 1.5
+
+# False inside stages that run side by side (pipeline/run.py): their bars would overwrite each
+# other on one terminal line, so they print only their labels. Per thread (a ContextVar).
+_BARS: contextvars.ContextVar[bool] = contextvars.ContextVar("faket_dask_progress_bars", default=True)
+
+
+@contextlib.contextmanager
+def labels_only() -> Iterator[None]:
+    """In this block (this thread), long computations print their label line but no bar."""
+    token = _BARS.set(False)
+    try:
+        yield
+    finally:
+        _BARS.reset(token)
 
 
 def _enabled() -> bool:
@@ -47,7 +63,8 @@ def compute(obj: Any, *, label: str = "computing") -> Any:
     if client is None:
         from dask.diagnostics import ProgressBar
 
-        bar = ProgressBar(minimum=DELAY_S, out=sys.stderr) if _enabled() else contextlib.nullcontext()
+        bar = (ProgressBar(minimum=DELAY_S, out=sys.stderr) if _enabled() and _BARS.get()
+               else contextlib.nullcontext())
         with bar:
             return dask.compute(obj)[0]
     from distributed import wait
@@ -59,6 +76,7 @@ def compute(obj: Any, *, label: str = "computing") -> Any:
     except TimeoutError:
         if _enabled():
             print(f"{label} ...", file=sys.stderr, flush=True)
+        if _enabled() and _BARS.get():
             # distributed's text bar writes to sys.stdout; keep stdout for results
             with contextlib.redirect_stdout(sys.stderr):
                 progress(futures, notebook=False)  # no ipywidgets: a text bar in Jupyter too

@@ -32,6 +32,8 @@ class StageSpec:
     name: str
     per: str  # "tomogram" | "style_file" | "style_used" | "once"
     when: Callable[[RunConfig], bool] = lambda cfg: True
+    #: the earlier kinds whose outputs it reads (None: every earlier kind)
+    reads: tuple[str, ...] | None = None
 
     def applies(self, cfg: RunConfig) -> bool:
         """Whether this run has the stage."""
@@ -46,11 +48,16 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("style_import", "style_file", lambda c: c.style_data.source == "import"),
     StageSpec("noise_model", "once"),
     StageSpec("noise", "tomogram"),
-    StageSpec("style_grams", "style_used"),
+    StageSpec("style_grams", "style_used", reads=("measured", "style_import")),
     StageSpec("faket", "tomogram"),
     StageSpec("reconstruct", "tomogram"),
     StageSpec("report", "once", lambda c: c.report.figures),
 )
+
+
+#: Most stages running side by side (:meth:`Pipeline._run_stages`); more would only queue on the
+#: cluster while their graphs sit in the client's memory.
+MAX_TOGETHER = 4
 
 
 @dataclass
@@ -90,6 +97,100 @@ class Pipeline(StageSteps):
                 for i in self._indices(spec.per):
                     out.append((f"{spec.name}/{i:03d}", lambda fn=fn, i=i: fn(i)))
         return out
+
+    def depends_on(self, name: str) -> list[str]:
+        """The stages of this run whose outputs stage ``name`` may read.
+
+        Per-tomogram stages read their own tomogram's outputs of earlier per-tomogram kinds;
+        anything else (``noise_model``, ``report``) may read every stage of an earlier kind,
+        and every per-tomogram stage may read every stage of an earlier kind that is not per
+        tomogram (``faket/001`` reads the Grams of any style stack). A kind with
+        :attr:`StageSpec.reads` reads only those kinds (``style_grams``: the style stacks).
+        Stages of one kind never read each other's outputs.
+        """
+        specs = [s for s in STAGES if s.applies(self.cfg)]
+        kind, _, idx = name.partition("/")
+        here = next(k for k, s in enumerate(specs) if s.name == kind)
+        deps = []
+        for other, _ in self.stages():
+            okind, _, oidx = other.partition("/")
+            pos = next(k for k, s in enumerate(specs) if s.name == okind)
+            if pos >= here or (specs[here].reads is not None and okind not in specs[here].reads):
+                continue
+            both_tomo = specs[here].per == "tomogram" and specs[pos].per == "tomogram"
+            if not both_tomo or oidx == idx:
+                deps.append(other)
+        return deps
+
+    def _run_stages(self, todo: list[tuple[str, Callable[[], None]]], client: Any) -> None:
+        """Run stages side by side, each as soon as the stages it reads have completed.
+
+        Why: one stage's graph leaves workers idle at its start (graph building, small reads)
+        and at its end (the last tasks); with stages of three tomograms and of consecutive
+        kinds side by side, the demo kept both workers busy (issue 15, docs/benchmarks.md).
+        At most :data:`MAX_TOGETHER` stages run at once; ready stages start in stage order.
+        Each stage is recorded in the store as it completes, with its own time and the peak
+        memory since the first stage started. After a failure no new stage starts; those
+        running still complete, then the first failure in stage order is raised (the failed
+        stage stays ``running`` in the store, as when stages ran one by one).
+        """
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+        from ..memory import PeakMemory
+        from ..progress import labels_only
+
+        names = [name for name, _ in todo]
+        fns = dict(todo)
+        deps = {name: set(self.depends_on(name)) & set(names) for name in names}
+        inputs = {name: fingerprint_files(self.stage_inputs(name)) for name in names}
+
+        def one(name: str, mem: PeakMemory, alone: bool) -> StageRecord:
+            st.mark_stage(self.store, st.pipeline_stage_key(name), status="running", run_hash=self.hash)
+            t0 = time.perf_counter()
+            if alone:
+                fns[name]()
+            else:
+                with labels_only():  # several bars on one terminal line would garble it
+                    fns[name]()
+            dt = time.perf_counter() - t0
+            mem.read()
+            st.mark_stage(self.store, st.pipeline_stage_key(name), status="complete", run_hash=self.hash,
+                          seconds=round(dt, 3), peak_worker_MiB=round(mem.max_worker_MiB, 1),
+                          peak_client_MiB=round(mem.client_MiB, 1), inputs=inputs[name])
+            return StageRecord(name, "done", dt, mem.max_worker_MiB, mem.client_MiB)
+
+        done: set[str] = set()
+        errors: dict[str, BaseException] = {}
+        running: dict[Future, str] = {}
+        pool = ThreadPoolExecutor(MAX_TOGETHER, thread_name_prefix="faket-stage")
+        try:
+            with PeakMemory(client) as mem:
+                waiting = list(names)
+                while waiting or running:
+                    ready = [n for n in waiting if deps[n] <= done] if not errors else []
+                    for name in ready[: MAX_TOGETHER - len(running)]:
+                        waiting.remove(name)
+                        self.log(f"[run ] {name}")
+                        # a stage with nothing beside it keeps its progress bar
+                        alone = not running and len(ready) == 1 and len(waiting) == 0
+                        running[pool.submit(one, name, mem, alone)] = name
+                    if not running:
+                        break  # only stages that depend on a failed one are left
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        name = running.pop(f)
+                        try:
+                            self.records.append(f.result())
+                            done.add(name)
+                        except Exception as exc:  # noqa: BLE001 - raised below, in stage order
+                            errors[name] = exc
+        except BaseException:
+            # Ctrl-C: stop waiting; the stages still running end when the cluster closes
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        if errors:
+            raise errors[min(errors, key=names.index)]
 
     def _indices(self, per: str) -> list[int]:
         p = self.plan
@@ -158,8 +259,6 @@ class Pipeline(StageSteps):
         """Run every incomplete stage, write the summary; returns it."""
         from distributed import get_client
 
-        from ..memory import PeakMemory
-
         try:
             client = get_client()
         except ValueError:
@@ -171,6 +270,7 @@ class Pipeline(StageSteps):
         # Stages are in dependency order: once one runs, every later one runs too, so a
         # stage recomputed because its input file changed never leaves stale results after it.
         rerun_from: str | None = None
+        todo: list[tuple[str, Callable[[], None]]] = []
         for name, fn in self.stages():
             complete, changed = self._status(name)
             if complete and rerun_from is None:
@@ -182,19 +282,12 @@ class Pipeline(StageSteps):
                          "it and every later stage run again")
             elif complete:
                 self.log(f"[rerun] {name}: depends on {rerun_from}, which ran again")
-            else:
-                self.log(f"[run ] {name}")
             rerun_from = rerun_from or name
-            inputs = fingerprint_files(self.stage_inputs(name))
-            st.mark_stage(self.store, st.pipeline_stage_key(name), status="running", run_hash=self.hash)
-            t0 = time.perf_counter()
-            with PeakMemory(client) as mem:
-                fn()
-            dt = time.perf_counter() - t0
-            st.mark_stage(self.store, st.pipeline_stage_key(name), status="complete", run_hash=self.hash,
-                          seconds=round(dt, 3), peak_worker_MiB=round(mem.max_worker_MiB, 1),
-                          peak_client_MiB=round(mem.client_MiB, 1), inputs=inputs)
-            self.records.append(StageRecord(name, "done", dt, mem.max_worker_MiB, mem.client_MiB))
+            todo.append((name, fn))
+        if todo:
+            self._run_stages(todo, client)
+        order = {name: k for k, (name, _) in enumerate(self.stages())}
+        self.records.sort(key=lambda r: order.get(r.name, len(order)))
         shutil.rmtree(self.plan.out_dir / "_scratch", ignore_errors=True)
         summary = run_summary(self.plan, self.records, self.hash, time.perf_counter() - t_run, client)
         (self.plan.out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")

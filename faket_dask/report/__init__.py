@@ -17,7 +17,7 @@ downsampled to at most :data:`MAX_PANEL_PX` pixels per side before they are comp
 spectrum is a dask map over blocks of whole tilts followed by a mean, so only ``T × n/2``
 numbers come back. Computation goes through :func:`faket_dask.progress.compute` (the current
 distributed client if there is one, the local scheduler otherwise); :func:`write_report`
-computes everything a tomogram's figures need in one graph, then draws on the client.
+computes and draws every figure in one graph (on the workers, when there is a cluster).
 """
 from __future__ import annotations
 
@@ -139,13 +139,14 @@ def write_report(
     root = _store.open_root(store)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    figures: list[LazyFigure] = []
     if NOISE_MODEL_GROUP in root:
-        written.append(plot_noise_curves(NoiseModel.load(store), out / "noise_curves.png", dpi=dpi))
+        model = NoiseModel.load(store)
+        path = out / "noise_curves.png"
+        figures.append(LazyFigure([], lambda _: plot_noise_curves(model, path, dpi=dpi)))
     ids = _tomo_ids(store) if tomos is None else [int(t) for t in tomos]
     for i in ids:
         tomo = tomo_name(i)
-        figures: list[LazyFigure] = []
         ts = _open_group(store, tiltseries_group(i))
         if ts is not None:
             tilt_vars = {str(v): ts[v] for v in ts.data_vars if tuple(ts[v].dims) == TILT_DIMS}
@@ -170,6 +171,5 @@ def write_report(
                     {n: volumes[n] for n in ordered_modalities(volumes)}, out / f"{tomo}_central_slices.png",
                     f"{tomo}: central slices", dpi,
                 ))
-        # one graph per tomogram: each stack is opened once, one round trip to the cluster
-        written += render(figures, f"report {tomo}")
-    return written
+    # one graph: each stack is opened once, every figure drawn by a task of its own
+    return render(figures, "report")

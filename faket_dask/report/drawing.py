@@ -124,13 +124,22 @@ class LazyFigure(NamedTuple):
     draw: Callable[[list[np.ndarray]], Path]
 
 
+def _draw(draw: Callable[[list[np.ndarray]], Path], parts: list[np.ndarray]) -> Path:
+    return draw([np.asarray(v) for v in parts])
+
+
 def render(figures: Sequence[LazyFigure], label: str) -> list[Path]:
-    """Compute the parts of several figures in one pass (one graph), then draw each."""
-    flat = [part for fig in figures for part in fig.parts]
-    values = compute(flat, label=label) if flat else []
-    out, i = [], 0
-    for fig in figures:
-        n = len(fig.parts)
-        out.append(fig.draw([np.asarray(v) for v in values[i : i + n]]))
-        i += n
-    return out
+    """Compute the parts of several figures and draw each, all in one graph.
+
+    Each figure is drawn by a task of its own, where its parts were computed (a Dask worker
+    when a distributed client is current), so figures are drawn in parallel and no image
+    travels to the client: the demo's 25 figures took 10 s drawn one by one on the client
+    while the workers idled (issue 15). The PNGs are written by the workers, so the output
+    folder must be one they can write (it is next to the run store, which they write too).
+    """
+    import dask
+
+    if not figures:
+        return []
+    tasks = [dask.delayed(_draw, pure=False)(fig.draw, list(fig.parts)) for fig in figures]
+    return list(compute(tasks, label=label))

@@ -14,6 +14,7 @@ import datetime as _dt
 import importlib.metadata
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from ..errors import FaketError, InputError, OutputExistsError
 
 MARKER = "faket_dask"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# guards attrs["stages"] and the consolidated snapshot against this process's other threads
+_STAGES_LOCK = threading.RLock()
 _PACKAGES = ("faket-dask", "numpy", "dask", "distributed", "zarr", "xarray", "torch", "torchvision")
 
 
@@ -182,15 +185,16 @@ def consolidate(store: str | Path) -> bool:
     p = Path(store)
     if not is_store(p):
         return False
-    root = zarr.open_group(str(p), mode="r", use_consolidated=False)
-    stages = root.attrs.get("stages", {}) or {}
-    if any(isinstance(v, dict) and v.get("status") == "running" for v in stages.values()):
-        return False
-    with warnings.catch_warnings():
-        # the extension itself, and fixed-width unicode arrays (particle tables) met while reading
-        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
-        warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)
-        zarr.consolidate_metadata(str(p))
+    with _STAGES_LOCK:
+        root = zarr.open_group(str(p), mode="r", use_consolidated=False)
+        stages = root.attrs.get("stages", {}) or {}
+        if any(isinstance(v, dict) and v.get("status") == "running" for v in stages.values()):
+            return False
+        with warnings.catch_warnings():
+            # the extension itself, and fixed-width unicode arrays (particle tables) met while reading
+            warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
+            warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)
+            zarr.consolidate_metadata(str(p))
     return True
 
 
@@ -370,14 +374,17 @@ def mark_stage(store: str | Path, key: str, *, status: str, **info: Any) -> None
     snapshot, so it can never go stale while a stage writes; it is written again
     (:func:`consolidate`) once no stage is running, which keeps plain ``xr.open_zarr`` quiet.
     """
-    root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
-    stages = dict(root.attrs.get("stages", {}))
     entry = {"status": status, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     entry.update({k: v for k, v in info.items() if v is not None})
-    stages[key] = entry
-    root.attrs["stages"] = stages
-    if status != "running":
-        consolidate(store)
+    # stages of one kind run side by side in threads of this process (pipeline/run.py): the
+    # read-modify-write of the attributes, and the check-then-consolidate, are one step each
+    with _STAGES_LOCK:
+        root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
+        stages = dict(root.attrs.get("stages", {}))
+        stages[key] = entry
+        root.attrs["stages"] = stages
+        if status != "running":
+            consolidate(store)
 
 
 def stage_status(store: str | Path) -> dict[str, dict[str, Any]]:
