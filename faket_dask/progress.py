@@ -35,8 +35,19 @@ def _enabled() -> bool:
     return os.environ.get("FAKET_PROGRESS", "1") not in ("0", "false", "no")
 
 
+#: ``dask.config`` ``scheduler`` values that name a local scheduler (dask's own spellings).
+_LOCAL_SCHEDULERS = frozenset({"sync", "synchronous", "single-threaded", "threads", "threading",
+                               "processes", "multiprocessing"})
+
+
 def current_client() -> Any | None:
-    """The active ``distributed.Client``, or None when running on a local dask scheduler."""
+    """The active ``distributed.Client``, or None when running on a local dask scheduler.
+
+    A local scheduler chosen explicitly (``dask.config.set(scheduler="sync")``) wins over a
+    client that exists but was not asked for, as it does for ``dask.compute``.
+    """
+    if dask.config.get("scheduler", None) in _LOCAL_SCHEDULERS:
+        return None
     try:
         from distributed import get_client
 

@@ -94,3 +94,18 @@ def test_chunk_shapes_align():
     assert chunking.tiltseries_chunks((61, 100, 50), 16) == (1, 16, 50)
     cz, cy, cx = chunking.volume_chunks((200, 100, 50), 16)
     assert (cy, cx) == (16, 50) and 1 <= cz <= 200
+
+
+def test_an_explicit_local_scheduler_wins_over_the_current_client(client):
+    import dask
+
+    from faket_dask.progress import compute, current_client
+
+    assert current_client() is client
+    with dask.config.set(scheduler="sync"):
+        assert current_client() is None
+        # computed here, in this thread: a task that reports where it ran
+        import threading
+
+        where = compute(dask.delayed(lambda: threading.get_ident())(), label="probe")
+        assert where == threading.get_ident()
