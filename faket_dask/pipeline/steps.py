@@ -219,8 +219,6 @@ class StageSteps:
     def labels(self, i: int) -> None:
         """Class mask and particle table mapped to the tomogram grid (``tomo_i/labels``,
         ``tomo_i/labels_particles``; geometry in :mod:`faket_dask.kernels.labels`)."""
-        import warnings
-
         from ..stages.labels import class_mask_on_tomogram, particles_on_tomogram, tomogram_grid
 
         r = self.cfg.reconstruction
@@ -240,10 +238,10 @@ class StageSteps:
                                         pixel_size_A=px)
             for v in out.variables.values():
                 v.encoding.clear()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out.to_zarr(str(self.store), group=st.labels_particles_group(i), mode="w",
-                            zarr_format=3, consolidated=False)
+            # (zarr's warning on fixed-width unicode is filtered by store.run_store, process-wide:
+            # catch_warnings here would race with the stages running beside this one)
+            out.to_zarr(str(self.store), group=st.labels_particles_group(i), mode="w",
+                        zarr_format=3, consolidated=False)
 
     def report(self) -> None:
         """Figures of the run into ``OUT/figures``."""

@@ -305,10 +305,10 @@ def write_specimen(
         p = particles.copy()
         for v in p.variables.values():
             v.encoding.clear()
-        with warnings.catch_warnings():
-            # fixed-width unicode is not yet in the Zarr v3 spec; xarray/zarr read it back fine
-            warnings.simplefilter("ignore")
-            p.to_zarr(str(store), group=pgroup, mode="a", zarr_format=3, consolidated=False)
+        # fixed-width unicode is not yet in the Zarr v3 spec (xarray/zarr read it back fine): its
+        # warning is filtered process-wide by store.run_store, not by catch_warnings, which is
+        # not thread-safe and specimens of several tomograms are written side by side
+        p.to_zarr(str(store), group=pgroup, mode="a", zarr_format=3, consolidated=False)
         for v in specimen.data_vars:
             mark_stage(store, f"{sgroup}/{v}", status="complete", **info)
     return sgroup, pgroup

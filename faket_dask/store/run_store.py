@@ -15,6 +15,7 @@ import importlib.metadata
 import re
 import shutil
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,16 @@ MARKER = "faket_dask"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 # guards attrs["stages"] and the consolidated snapshot against this process's other threads
 _STAGES_LOCK = threading.RLock()
+
+# What zarr says of the store's deliberate choices, filtered once for the whole process:
+# fixed-width unicode (particle tables' class names) and consolidated metadata are not in the
+# Zarr v3 specification yet (xarray and zarr read both back). Process-wide, not in
+# ``warnings.catch_warnings`` blocks alone: stages run in threads (pipeline/run.py) and
+# catch_warnings is not thread-safe (one thread's exit restores the filters another relies on).
+warnings.filterwarnings("ignore", message=r"The data type \(FixedLengthUTF32",
+                        category=zarr.errors.UnstableSpecificationWarning)
+warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
+                        category=zarr.errors.ZarrUserWarning)
 _PACKAGES = ("faket-dask", "numpy", "dask", "distributed", "zarr", "xarray", "torch", "torchvision")
 
 
@@ -180,7 +191,6 @@ def consolidate(store: str | Path) -> bool:
     bool
         Whether consolidated metadata was written (False: no store, or a stage is running).
     """
-    import warnings
 
     p = Path(store)
     if not is_store(p):
