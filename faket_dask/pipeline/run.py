@@ -1,6 +1,7 @@
 """Running a :class:`~.plan.Plan`: the declarative stage list, resume bookkeeping, :func:`simulate`.
 
-Stages run in the order of :data:`STAGES` (a dependency order); each is recorded in the store
+Stages are listed in :data:`STAGES` in a dependency order and run side by side, each as soon as
+the stages it reads have completed (:meth:`Pipeline.depends_on`); each is recorded in the store
 when complete, with the run hash and the fingerprints of the files it read (``fingerprint.py``),
 so a rerun skips complete stages, and a changed input reruns its stage and every later one.
 """
