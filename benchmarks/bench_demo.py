@@ -5,8 +5,8 @@ new directory), with the RSS of its whole process tree sampled, and reads the st
 each run's ``summary.json``. Issue 15 asks for ≤ 90 s of pipeline time on 2 cores.
 
 * ``pipeline_s``: ``seconds_total_this_invocation`` of ``summary.json``, the run's clock from
-  its first stage to its summary (cluster start-up and interpreter excluded; stages of one kind
-  run side by side, so the stage times overlap and their sum, ``stage_sum_s``, is larger);
+  its first stage to its summary (cluster start-up and interpreter excluded; stages run side by
+  side, so the stage times overlap and their sum, ``stage_sum_s``, is larger);
   ``wall_s``: the whole command.
 * ``per_kind_s``: stage times summed by kind (``faket/000`` + ``faket/001`` + … → ``faket``).
 * ``reference``: a fixed CPU workload measured in the same run, before and after the demos: one
@@ -69,7 +69,7 @@ def _demo(out_dir: Path, workers: int) -> dict:
     kinds: dict[str, float] = {}
     for k, s in stages.items():
         kinds[k.split("/")[0]] = round(kinds.get(k.split("/")[0], 0.0) + s, 3)
-    # stages of one kind overlap (they run side by side): the pipeline time is the run's own
+    # stages overlap (they run side by side): the pipeline time is the run's own
     # clock from its first stage to its summary, not the sum of the stage times
     return {"pipeline_s": round(summary["seconds_total_this_invocation"], 2),
             "stage_sum_s": round(sum(stages.values()), 2), "wall_s": mem["seconds"],

@@ -109,18 +109,20 @@ class Pipeline(StageSteps):
         :attr:`StageSpec.reads` reads only those kinds (``style_grams``: the style stacks).
         Stages of one kind never read each other's outputs.
         """
-        specs = [s for s in STAGES if s.applies(self.cfg)]
         kind, _, idx = name.partition("/")
-        here = next(k for k, s in enumerate(specs) if s.name == kind)
-        deps = []
-        for other, _ in self.stages():
-            okind, _, oidx = other.partition("/")
-            pos = next(k for k, s in enumerate(specs) if s.name == okind)
-            if pos >= here or (specs[here].reads is not None and okind not in specs[here].reads):
+        specs = [s for s in STAGES if s.applies(self.cfg)]
+        here = next(s for s in specs if s.name == kind)
+        deps: list[str] = []
+        # by kind, not over every stage of the run: this is asked once per stage
+        for spec in specs[: specs.index(here)]:
+            if here.reads is not None and spec.name not in here.reads:
                 continue
-            both_tomo = specs[here].per == "tomogram" and specs[pos].per == "tomogram"
-            if not both_tomo or oidx == idx:
-                deps.append(other)
+            if spec.per == "once":
+                deps.append(spec.name)
+            elif here.per == spec.per == "tomogram":
+                deps.append(f"{spec.name}/{idx}")
+            else:
+                deps += [f"{spec.name}/{i:03d}" for i in self._indices(spec.per)]
         return deps
 
     def _run_stages(self, todo: list[tuple[str, Callable[[], None]]], client: Any) -> None:
@@ -142,7 +144,8 @@ class Pipeline(StageSteps):
 
         names = [name for name, _ in todo]
         fns = dict(todo)
-        deps = {name: set(self.depends_on(name)) & set(names) for name in names}
+        todo_names = set(names)
+        deps = {name: set(self.depends_on(name)) & todo_names for name in names}
         inputs = {name: fingerprint_files(self.stage_inputs(name)) for name in names}
 
         def one(name: str, mem: PeakMemory, alone: bool) -> StageRecord:

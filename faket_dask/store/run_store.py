@@ -386,7 +386,7 @@ def mark_stage(store: str | Path, key: str, *, status: str, **info: Any) -> None
     """
     entry = {"status": status, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     entry.update({k: v for k, v in info.items() if v is not None})
-    # stages of one kind run side by side in threads of this process (pipeline/run.py): the
+    # stages run side by side in threads of this process (pipeline/run.py): the
     # read-modify-write of the attributes, and the check-then-consolidate, are one step each
     with _STAGES_LOCK:
         root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
