@@ -21,7 +21,10 @@ def test_demo_end_to_end_then_resumes(tmp_path):
     assert "Dask dashboard: http" in proc.stderr
     # stages run side by side in threads: no warning the store silences may leak from one
     # thread's filters to another's (catch_warnings is not thread-safe)
-    assert "faket-dask: warning" not in proc.stderr, proc.stderr[-3000:]
+    # (the dashboard's "port in use" notice is about the machine, not the store: allowed)
+    warnings = [ln for ln in proc.stderr.splitlines()
+                if "faket-dask: warning" in ln and "already in use" not in ln]
+    assert not warnings, proc.stderr[-3000:]
     assert "stage" in proc.stdout and "peak worker" in proc.stdout  # the summary table
     store = out / "run.zarr"
     for i in range(3):

@@ -138,3 +138,28 @@ def test_open_refuses_clearly(tmp_path):
     # a variable written into an OME-NGFF image group is refused with a one-line error
     with pytest.raises(InputError, match="not a plain variable group"):
         st.save(volume("extra"), store, f"{tomogram_group(0)}/faket")
+
+
+def _blosc_lz4(arr: zarr.Array) -> bool:
+    from zarr.codecs import BloscCodec
+
+    codecs = [c for c in arr.metadata.codecs if isinstance(c, BloscCodec)]
+    return len(codecs) == 1 and codecs[0].cname.value == "lz4" and codecs[0].shuffle.value == "shuffle"
+
+
+def test_every_written_array_is_blosc_lz4(tmp_path):
+    """store.codecs.BLOSC on the variables, their coordinates and every tomogram level, also when
+    the source came from a store written with another codec (its encoding is not inherited)."""
+    store = tmp_path / "run.zarr"
+    other = tmp_path / "zstd.zarr"
+    ts = tiltseries("measured")
+    ts.to_dataset().to_zarr(str(other), zarr_format=3, consolidated=False)  # zarr's default codec
+    src = xr.open_zarr(str(other), consolidated=False)["measured"]
+    assert not _blosc_lz4(zarr.open_array(str(other / "measured")))
+    st.save(src, store, tiltseries_group(0))
+    st.save_image(volume("faket"), store, tomogram_group(0), "faket")
+    root = zarr.open_group(str(store), mode="r")
+    arrays = [root[tiltseries_var(0, "measured")], root[f"{tiltseries_group(0)}/tilt"]]
+    arrays += [root[f"{tomogram_group(0)}/faket/s{k}"] for k in range(3)]
+    assert all(_blosc_lz4(a) for a in arrays), [a.metadata.codecs for a in arrays]
+    assert np.array_equal(fd.open(store, tiltseries_group(0))["measured"].values, ts.values)

@@ -51,6 +51,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .projection_blocks import _CPU_BLOCK_WIDTH, _GPU_BLOCK_WIDTH, column_block_width  # noqa: F401 - re-exported
+
 __all__ = [
     "DEFAULT_MAX_BATCH_ELEMS",
     "clear_operator_cache",
@@ -69,12 +71,6 @@ DEFAULT_MAX_BATCH_ELEMS = 32 * 2**20
 #: 256² plane at 61 tilts needs ~15 Mi, a 512² one ~60 Mi; larger planes are rebuilt per call.
 CACHE_MAX_ELEMS = 64 * 2**20
 
-# Columns per sparse product (column_block_width). On CPU, blocks are 2-3x faster per column
-# than one wide product (256² planes, 61 tilts, 2 cores: 0.20 s for 256 columns in blocks of
-# 32, 0.54 s at once), presumably as the rows a ray touches stay in cache/TLB; wider blocks
-# (48, 64) were slower for 256² and 512² planes. The GPU width is a guess (not measured).
-_CPU_BLOCK_WIDTH = 32
-_GPU_BLOCK_WIDTH = 64
 
 # Zero border around the volume so that every corner of every stored sample is a valid index
 # (no masks): stored samples lie in (-1.5, N + 0.5), so corners lie in [-2, N + 1].
@@ -224,32 +220,6 @@ def _plan_batches(elems_per_tilt: np.ndarray, max_batch_elems: int) -> list[tupl
     if len(elems_per_tilt):
         batches.append((start, len(elems_per_tilt)))
     return batches
-
-
-def column_block_width(nz: int, nx: int, device: str | torch.device = "cpu") -> int:
-    """Number of y-slices that :func:`project_slab` multiplies at once for a (nz, nx) plane.
-
-    Every sparse product has exactly this many columns (a last, partial block is padded), so a
-    y-slice goes through the same arithmetic whatever slab it came in. Slabs whose ``cy`` is a
-    multiple of it waste nothing; a thinner slab still costs a whole block.
-
-    Parameters
-    ----------
-    nz, nx : int
-        Volume size along z and x (voxels).
-    device : str or torch.device, default "cpu"
-        Where the products run.
-
-    Returns
-    -------
-    int
-        32 on CPU, 64 on other devices (a multiple of 16: whole AVX-512 vectors, no tails).
-    """
-    if torch.device(device).type != "cpu":
-        return _GPU_BLOCK_WIDTH
-    # The plane size is an argument so that this can become size-dependent; measured on 2 cores
-    # (61 tilts, widths 16/32/48/64), 32 was the fastest for 64², 128², 256² and 512² planes.
-    return _CPU_BLOCK_WIDTH
 
 
 def _operator(

@@ -86,7 +86,7 @@ def _check_output_dir(out: Path) -> None:
 
 
 def _check_weights(weights: str, base: Path, *, fallback_random: bool) -> tuple[str, list[str]]:
-    from ..kernels.nst import imagenet_weights_path
+    from ..params.nst import imagenet_weights_path  # torch-free: the client never imports torch
 
     if weights == "random":
         return weights, []

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..kernels.specimen_placement import rotation_matrices
+from ..store.codecs import BLOSC
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -326,7 +327,8 @@ def write_ome_zarr_v2(path: Path, levels: list[Any], scales_A: list[float]) -> l
     group.attrs["multiscales"] = [{"axes": axes, "datasets": datasets, "metadata": {}, "name": "/",
                                    "version": "0.4"}]
     out = []
-    blosc = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    # the run store's codec (store.codecs.BLOSC), as zarr 2 spells it
+    blosc = numcodecs.Blosc(cname=BLOSC["cname"], clevel=BLOSC["clevel"], shuffle=numcodecs.Blosc.SHUFFLE)
     for k, lv in enumerate(levels):
         chunks = tuple(max(1, min(CHUNK, int(s))) for s in lv.shape)
         arr = group.create_array(str(k), shape=lv.shape, chunks=chunks, dtype=lv.dtype, compressors=blosc,

@@ -14,12 +14,13 @@ Estimation (:func:`estimate_noise`)
     its spectrum, see ``docs/noise.md``) and row moments, reduced per tilt. Statistics are
     computed eagerly (the result is a small model, not an array).
 
-Injection (:func:`add_noise`). When a whole tilt's float64 temporaries (~48 bytes a pixel) fit
-one task's budget, the input is merged into whole-tilt chunks and one task per chunk does it
+Injection (:func:`add_noise`), with the compiled per-pixel kernels of
+:mod:`faket_dask.kernels.noise_compiled` (x is recomputed row by row, never stored). When a
+whole tilt (its input, field and output: ~20 bytes a pixel) fits one task's budget, the input is merged into whole-tilt chunks and one task per chunk does it
 all: P's moments, the field ``z`` generated once, ``x``, its moments, ``rescale``
 (:func:`_whole_tilt_block`; half the field generation of the passes below, the same kernels
 and reductions, so the same bits), split back to the input's chunks. Otherwise (tilts larger
-than ~10k × 1k pixels) a lazy graph of three passes over the input:
+than ~5k × 5k pixels) a lazy graph of three passes over the input:
     0. ``row_moments(P)`` per chunk -> per-tilt mean/std of P;
     A. regenerate the field ``z`` of the chunk from its position, ``x = mix(P, ...)``,
        ``row_moments(x)`` -> per-tilt mean/std of x;
@@ -51,6 +52,7 @@ import xarray as xr
 from .. import chunking
 from ..errors import InputError
 from ..kernels import noise as nz
+from ..kernels import noise_compiled as nc
 from ..kernels import noise_moments as nm
 from ..kernels.noise_rng import normal_block
 from ..kernels.noise_spectral import band_bins, row_band_power, unpaired_curves
@@ -64,7 +66,6 @@ from .tilt_statistics import (
     check_moments,
     check_references,
     gather_rows,
-    row_moments,
     tilt_angles,
     tilt_mean_std,
     tilt_moments,
@@ -227,50 +228,46 @@ def estimate_noise_unpaired(
 # --------------------------------------------------------------------------------------------
 
 
-def _block_x(
-    p: np.ndarray,
-    p_mean: np.ndarray,
-    p_std: np.ndarray,
-    block_info: dict,
-    *,
-    seed: int,
-    tomo: int,
-    r: np.ndarray,
-    sigma: np.ndarray,
-    k: float,
-) -> tuple[np.ndarray, int, int]:
-    """Unscaled x of one chunk; z is regenerated from the chunk's place in the whole array."""
+def _block_field(block_info: dict, *, seed: int, tomo: int) -> tuple[np.ndarray, int, int]:
+    """The field z of one chunk, regenerated from the chunk's place in the whole array."""
     (t0, t1), (y0, y1), (x0, x1) = block_info[0]["array-location"]
-    z = normal_block(seed, tomo, range(t0, t1), y0, y1, x1 - x0, x0=x0)
-    x = nz.mix(p, p_mean[:, 0, 0], p_std[:, 0, 0], z, r[t0:t1], sigma[t0:t1], k)
-    return x, t0, t1
+    return normal_block(seed, tomo, range(t0, t1), y0, y1, x1 - x0, x0=x0), t0, t1
 
 
-def _x_row_moments_block(p, p_mean, p_std, *, block_info=None, **kw) -> np.ndarray:
-    """Pass A of a chunk: the row moments of its unscaled x."""
-    x, _, _ = _block_x(p, p_mean, p_std, block_info, **kw)
-    return nm.row_moments(x)
+def _p_row_moments_block(p: np.ndarray) -> np.ndarray:
+    """Pass 0 of a chunk: the row moments of P (compiled, the same sums as the other passes)."""
+    return nc.row_moments(p)
 
 
-def _apply_block(p, p_mean, p_std, x_mean, x_std, *, mean, std, block_info=None, **kw) -> np.ndarray:
+def _x_row_moments_block(p, p_mean, p_std, *, block_info=None, r, sigma, k, **kw) -> np.ndarray:
+    """Pass A of a chunk: the row moments of its unscaled x (x is not stored)."""
+    z, t0, t1 = _block_field(block_info, **kw)
+    return nc.mix_row_moments(p, z, p_mean[:, 0, 0], p_std[:, 0, 0], r[t0:t1], sigma[t0:t1], k)
+
+
+def _apply_block(p, p_mean, p_std, x_mean, x_std, *, mean, std, block_info=None, r, sigma, k,
+                 **kw) -> np.ndarray:
     """Pass B of a chunk: x regenerated exactly as in pass A, rescaled to float32."""
-    x, t0, t1 = _block_x(p, p_mean, p_std, block_info, **kw)
-    return nz.rescale(x, x_mean[:, 0, 0], x_std[:, 0, 0], mean[t0:t1], std[t0:t1])
+    z, t0, t1 = _block_field(block_info, **kw)
+    return nc.mix_rescale(p, z, p_mean[:, 0, 0], p_std[:, 0, 0], r[t0:t1], sigma[t0:t1], k,
+                          x_mean[:, 0, 0], x_std[:, 0, 0], mean[t0:t1], std[t0:t1])
 
 
-def _whole_tilt_block(p, *, mean, std, what: str, block_info=None, **kw) -> np.ndarray:
+def _whole_tilt_block(p, *, mean, std, what: str, block_info=None, r, sigma, k, **kw) -> np.ndarray:
     """Passes 0, A and B of whole tilts in one task: the field is generated once, not twice.
 
     The same kernels and reductions as the three-pass graph (:func:`tilts_mean_std` is
     :func:`tilt_mean_std`'s reduction), so the same bits; used when every chunk holds whole
     tilts (the run store's tilt-series are chunked by tilt).
     """
-    (t0, _), _, _ = block_info[0]["array-location"]
     n = block_info[0]["shape"][0]
-    pms = tilts_mean_std(nm.row_moments(p), what, t0, n)
-    x, t0, t1 = _block_x(p, pms[..., 0:1], pms[..., 1:2], block_info, **kw)
-    xms = tilts_mean_std(nm.row_moments(x), f"{what} (noise mixture)", t0, n)
-    return nz.rescale(x, xms[:, 0, 0], xms[:, 0, 1], mean[t0:t1], std[t0:t1])
+    z, t0, t1 = _block_field(block_info, **kw)
+    pms = tilts_mean_std(nc.row_moments(p), what, t0, n)
+    pm, ps = pms[:, 0, 0], pms[:, 0, 1]
+    xms = tilts_mean_std(nc.mix_row_moments(p, z, pm, ps, r[t0:t1], sigma[t0:t1], k),
+                         f"{what} (noise mixture)", t0, n)
+    return nc.mix_rescale(p, z, pm, ps, r[t0:t1], sigma[t0:t1], k, xms[:, 0, 0], xms[:, 0, 1],
+                          mean[t0:t1], std[t0:t1])
 
 
 def _check_u32(name: str, value: int) -> int:
@@ -283,7 +280,9 @@ def _check_u32(name: str, value: int) -> int:
 
 def _three_passes(data: da.Array, what: str, kw: dict, curves: dict, token: str) -> da.Array:
     """Passes 0, A, B as separate tasks (tilts split over several chunks; module docstring)."""
-    p_mean, p_std = tilt_mean_std(row_moments(data), what)
+    p_rows = data.map_blocks(_p_row_moments_block, chunks=(data.chunks[0], data.chunks[1], (3,)),
+                             dtype=np.float64, name=f"noise-p-moments-{token}")
+    p_mean, p_std = tilt_mean_std(p_rows, what)
     x_rows = da.map_blocks(
         _x_row_moments_block, data, p_mean, p_std, **kw,
         chunks=(data.chunks[0], data.chunks[1], (3,)), dtype=np.float64, name=f"noise-x-moments-{token}",
@@ -382,8 +381,9 @@ def add_noise(
     data = ts.data
     kw = {"seed": seed, "tomo": tomo, "r": curves["r"], "sigma": curves["sigma"], "k": k}
     token = da.core.tokenize(data.name, seed, tomo, k, curves)
-    # ~6 float64 temporaries of a tilt: whole tilts in one task while that fits a task's budget
-    whole_tilt_bytes = 48 * int(data.shape[1]) * int(data.shape[2])
+    # A whole tilt in one task holds the merged input, at worst its float64 copy (integer
+    # input), z and the output (float32 each; x is never stored): whole tilts while that fits.
+    whole_tilt_bytes = (data.dtype.itemsize + 16) * int(data.shape[1]) * int(data.shape[2])
     if whole_tilt_bytes <= chunking.DEFAULT_TASK_BYTES:
         whole = data.rechunk({1: -1, 2: -1})
         out = da.map_blocks(_whole_tilt_block, whole, **kw, mean=curves["mean"], std=curves["std"],

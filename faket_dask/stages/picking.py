@@ -341,6 +341,8 @@ def _create_segmentation(plan: PickPlan) -> str:
 
     import zarr
 
+    from ..store.codecs import compressors
+
     path = plan.save_segmentation
     assert path is not None
     if path.exists():
@@ -349,7 +351,7 @@ def _create_segmentation(plan: PickPlan) -> str:
     chunks = tuple(min(plan.block, n) for n in plan.source.shape)
     for name, dtype in (("labels", "uint8"), ("score", "float16")):
         group.create_array(name, shape=plan.source.shape, chunks=chunks, dtype=dtype, fill_value=0,
-                           dimension_names=("z", "y", "x"))
+                           dimension_names=("z", "y", "x"), compressors=compressors())
     group.attrs.update(class_names=plan.class_names, pixel_size_A=plan.source.pixel_size_A,
                        source=plan.source.label, picker=str(plan.picker.resolve()),
                        description="labels: argmax picker channel (class_names[k], 0 = background); "

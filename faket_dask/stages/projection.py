@@ -70,7 +70,7 @@ def project(
     nz, ny, nx = volume.shape
     device = resolve_device(device)
     if cy is None:
-        from ..kernels.projection import column_block_width
+        from ..kernels.projection_blocks import column_block_width  # torch-free
 
         # The kernel multiplies y-columns in fixed blocks; a thinner slab pays for a full block.
         block = column_block_width(nz, nx, device)

@@ -28,6 +28,7 @@ import zarr
 
 from .. import chunking, datamodel
 from ..errors import InputError
+from ..store.codecs import compressors
 from ..params import FILTER_NAMES, RECONSTRUCTION_BINNING, RECONSTRUCTION_FILTER
 from ._common import gpu_annotation, resolve_device
 
@@ -202,7 +203,8 @@ def reconstruct(
     root = Path(scratch_dir or tempfile.gettempdir()) / "faket-dask-scratch"
     path = str(root / f"filtered-{token}.zarr")
     target = zarr.create_array(
-        path, shape=(T, ny, nx), chunks=(1, cy, nx), dtype="float32", overwrite=True, zarr_format=3
+        path, shape=(T, ny, nx), chunks=(1, cy, nx), dtype="float32", overwrite=True, zarr_format=3,
+        compressors=compressors(),
     )
     with gpu_annotation(device):
         stored = da.store(filtered.data.rechunk({1: cy}), target, lock=False, compute=False)

@@ -281,7 +281,7 @@ def write_specimen(
     import zarr
 
     from ..progress import compute
-    from ..store import check_writable, mark_stage, open_root, rollback_on_error
+    from ..store import check_writable, clear_encoding, mark_stage, open_root, rollback_on_error
 
     sgroup, pgroup = specimen_group(tomo), particles_group(tomo)
     for v in specimen.data_vars:
@@ -296,15 +296,11 @@ def write_specimen(
         key = f"{sgroup}/density"
         info = {"stage": "specimen", "seed": specimen.attrs.get("seed")}
         mark_stage(store, key, status="running", **info)
-        ds = specimen.copy()
-        for v in ds.variables.values():
-            v.encoding.clear()
+        ds = clear_encoding(specimen.copy())
         delayed = ds.to_zarr(str(store), group=sgroup, mode="a", zarr_format=3, consolidated=False,
                              compute=False)
         compute(delayed, label=progress or f"writing {sgroup}")
-        p = particles.copy()
-        for v in p.variables.values():
-            v.encoding.clear()
+        p = clear_encoding(particles.copy())
         # fixed-width unicode is not yet in the Zarr v3 spec (xarray/zarr read it back fine): its
         # warning is filtered process-wide by store.run_store, not by catch_warnings, which is
         # not thread-safe and specimens of several tomograms are written side by side

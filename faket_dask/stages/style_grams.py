@@ -206,9 +206,7 @@ def save_style_grams(ds: xr.Dataset, store: str | Path, group: str, *,
     with st.rollback_on_error(p, group, **info):
         st.open_root(p, create=True)
         st.mark_stage(p, group, status="running", **info)
-        out = ds.copy()
-        for v in out.variables.values():
-            v.encoding.clear()
+        out = st.clear_encoding(ds.copy())
         delayed = out.to_zarr(str(p), group=group, mode="w", zarr_format=3, consolidated=False,
                               compute=False)
         compute(delayed, label=f"style Grams -> {group}")

@@ -139,12 +139,14 @@ def check_weights(weights: Any) -> str:
         One line: the ImageNet weights are not cached (run ``faket-dask fetch-weights`` on a
         machine with internet access, or pass a file), or the file is missing or unusable.
     """
-    from ..kernels.nst import WeightsUnavailableError, build_vgg, imagenet_weights_path
+    from ..params.nst import imagenet_weights_path
 
     if isinstance(weights, str) and weights == "random":
         return "random"
     if isinstance(weights, str) and weights == "imagenet":
         if not imagenet_weights_path().is_file():
+            from ..kernels.nst import WeightsUnavailableError, build_vgg  # torch: ~3 s to import
+
             try:  # the kernel's own message (where the cache is, how to fill it)
                 build_vgg("imagenet")
             except WeightsUnavailableError as exc:
@@ -161,6 +163,8 @@ def check_weights(weights: Any) -> str:
     with _CACHE_LOCK:
         known = _VALID_FILES.get(key)
     if not known:
+        from ..kernels.nst import WeightsUnavailableError, build_vgg
+
         try:
             build_vgg(p)
         except WeightsUnavailableError as exc:

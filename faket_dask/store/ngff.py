@@ -62,6 +62,8 @@ def write_image(
     """
     from ome_zarr.writer import write_multiscale
 
+    from .codecs import compressors
+
     pixel = datamodel.pixel_size_of(vol)
     data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data))
     levels_ = pyramid(data.astype(np.float32), levels)
@@ -72,7 +74,7 @@ def write_image(
         group,
         axes=axes,
         coordinate_transformations=transforms,
-        storage_options=[{"chunks": lv.chunksize} for lv in levels_],
+        storage_options=[{"chunks": lv.chunksize, "compressors": compressors()} for lv in levels_],
         name=name,
         compute=False,
     )

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import xarray as xr
 
 from ..errors import FaketError, InputError, OutputExistsError
+from .codecs import compressors
 
 MARKER = "faket_dask"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -218,6 +219,16 @@ def open_var(store: str | Path, path: str) -> xr.DataArray:
     return ds[var]
 
 
+def clear_encoding(ds: xr.Dataset) -> xr.Dataset:
+    """Drop the encodings a dataset inherited from its source (chunks, codecs, fill values),
+    so the dask chunks become the Zarr chunks, and set the project's compression; in place."""
+    codecs = compressors()
+    for v in ds.variables.values():
+        v.encoding.clear()
+        v.encoding["compressors"] = codecs
+    return ds
+
+
 def check_writable(store: str | Path, path: str, *, overwrite: bool) -> None:
     """Raise :class:`OutputExistsError` if ``GROUP/VAR`` exists and ``overwrite`` is false."""
     if is_store(store) and has_var(store, path) and not overwrite:
@@ -334,8 +345,7 @@ def save(
             del root[group][name]
         mark_stage(store, path, status="running", **(stage_info or {}))
         ds = arr.to_dataset(name=name)
-        for v in ds.variables.values():
-            v.encoding.clear()
+        clear_encoding(ds)
         delayed = ds.to_zarr(
             str(store), group=group, mode="a", zarr_format=3, consolidated=False, compute=False
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +179,24 @@ def test_params_are_torch_free():
     """``faket_dask.params.nst`` is what config and the CLI import: it must not pull torch in."""
     code = "import sys, faket_dask.params.nst; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("env", [{}, {"XDG_CACHE_HOME": "xdg"}, {"TORCH_HOME": "th"},
+                                 {"TORCH_HOME": "th", "XDG_CACHE_HOME": "xdg"}])
+def test_torch_free_weights_path_is_torchs(tmp_path, monkeypatch, env):
+    """params.nst's path rule (no torch import) = torch.hub.get_dir() + torchvision's file name."""
+    import os
+
+    from torchvision.models import VGG19_Weights
+
+    from faket_dask.params.nst import IMAGENET_VGG19_URL, imagenet_weights_path
+
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for k, v in env.items():
+        monkeypatch.setenv(k, str(tmp_path / v))
+    assert IMAGENET_VGG19_URL == VGG19_Weights.IMAGENET1K_V1.url
+    want = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)
+    assert imagenet_weights_path() == want == nst.imagenet_weights_path()
+    assert want.is_relative_to(tmp_path)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ...params.nst import LAST_LAYER, NAMED_WEIGHTS
+from ...params.nst import imagenet_weights_path as params_imagenet_weights_path
 from .plan import clear_plans
 
 __all__ = ["WeightsSpec", "WeightsUnavailableError", "build_vgg", "clear_vgg_cache",
@@ -152,14 +153,9 @@ def _finish_features(features: nn.Sequential, device: torch.device | str | None)
 
 
 def imagenet_weights_path() -> Path:
-    """Where torchvision keeps VGG19_Weights.IMAGENET1K_V1 in the local torch hub cache.
-
-    Honours ``TORCH_HOME`` (the directory is ``$TORCH_HOME/hub/checkpoints``).
-    """
-    from torchvision.models import VGG19_Weights
-
-    url = VGG19_Weights.IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    """Where torchvision keeps VGG19_Weights.IMAGENET1K_V1 in the local torch hub cache:
+    :func:`faket_dask.params.nst.imagenet_weights_path` (torch-free, the owner)."""
+    return params_imagenet_weights_path()
 
 
 def fetch_imagenet_weights(progress: bool = True) -> Path:
