@@ -380,7 +380,7 @@ class NoiseModel:
         with _store.rollback_on_error(p, group, stage="noise estimate"):
             _store.open_root(p, create=True)
             _store.mark_stage(p, group, status="running", stage="noise estimate")
-            ds.to_zarr(str(p), group=group, mode="w", zarr_format=3, consolidated=False)
+            _store.clear_encoding(ds).to_zarr(str(p), group=group, mode="w", zarr_format=3, consolidated=False)
             _store.mark_stage(
                 p, group, status="complete", stage="noise estimate", method=self.method,
                 orders=[int(o) for o in ds["order"].values],

@@ -27,6 +27,18 @@ def test_demo_end_to_end_then_resumes(tmp_path):
     assert not warnings, proc.stderr[-3000:]
     assert "stage" in proc.stdout and "peak worker" in proc.stdout  # the summary table
     store = out / "run.zarr"
+    # every array of every stage is compressed with the project's codec (store.codecs.BLOSC)
+    from zarr.codecs import BloscCodec
+    import zarr
+
+    def arrays(g, pre=""):
+        for k, v in g.members():
+            yield from (arrays(v, f"{pre}{k}/") if isinstance(v, zarr.Group) else [(pre + k, v)])
+
+    listed = list(arrays(zarr.open_group(str(store), mode="r")))
+    other = [p for p, a in listed if not any(isinstance(c, BloscCodec) and c.cname.value == "lz4"
+                                             for c in a.metadata.codecs)]
+    assert len(listed) > 200 and not other, other
     for i in range(3):
         ts = fd.open(store, st.tomo_group(i, "tiltseries"))
         assert ts["faket"].shape == (61, 128, 128)

@@ -236,8 +236,7 @@ class StageSteps:
         if parts.sizes.get("particle", 0):
             out = particles_on_tomogram(parts, specimen_z=Z, binning=b, nz_full=nz_full, z0=z0,
                                         pixel_size_A=px)
-            for v in out.variables.values():
-                v.encoding.clear()
+            st.clear_encoding(out)
             # (zarr's warning on fixed-width unicode is filtered by store.run_store, process-wide:
             # catch_warnings here would race with the stages running beside this one)
             out.to_zarr(str(self.store), group=st.labels_particles_group(i), mode="w",
