@@ -212,7 +212,8 @@ def mix_row_moments(p, z, p_mean, p_std, r, sigma, k: float) -> np.ndarray:
     return out
 
 
-def mix_rescale(p, z, p_mean, p_std, r, sigma, k: float, x_mean, x_std, target_mean, target_std) -> np.ndarray:
+def mix_rescale(p, z, p_mean, p_std, r, sigma, k: float, x_mean, x_std, target_mean,
+                target_std) -> np.ndarray:
     """``rescale(mix(p, …), x_mean, x_std, target_mean, target_std)`` in one pass, float32.
 
     Parameters as :func:`mix_row_moments`, plus the per-tilt ``x_mean``, ``x_std`` (of the

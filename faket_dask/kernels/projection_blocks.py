@@ -17,7 +17,8 @@ _GPU_BLOCK_WIDTH = 64
 
 
 def column_block_width(nz: int, nx: int, device: object = "cpu") -> int:
-    """Number of y-slices that :func:`faket_dask.kernels.projection.project_slab` multiplies at once for a (nz, nx) plane.
+    """Number of y-slices that :func:`~faket_dask.kernels.projection.project_slab` multiplies at
+    once for a (nz, nx) plane.
 
     Every sparse product has exactly this many columns (a last, partial block is padded), so a
     y-slice goes through the same arithmetic whatever slab it came in. Slabs whose ``cy`` is a

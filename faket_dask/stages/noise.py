@@ -16,10 +16,11 @@ Estimation (:func:`estimate_noise`)
 
 Injection (:func:`add_noise`), with the compiled per-pixel kernels of
 :mod:`faket_dask.kernels.noise_compiled` (x is recomputed row by row, never stored). When a
-whole tilt (its input, field and output: ~20 bytes a pixel) fits one task's budget, the input is merged into whole-tilt chunks and one task per chunk does it
-all: P's moments, the field ``z`` generated once, ``x``, its moments, ``rescale``
-(:func:`_whole_tilt_block`; half the field generation of the passes below, the same kernels
-and reductions, so the same bits), split back to the input's chunks. Otherwise (tilts larger
+whole tilt (its input, field and output: ~20 bytes a pixel) fits one task's budget, the input
+is merged into whole-tilt chunks and one task per chunk does it all: P's moments, the field
+``z`` generated once, ``x``, its moments, ``rescale`` (:func:`_whole_tilt_block`; half the
+field generation of the passes below, the same kernels and reductions, so the same bits),
+split back to the input's chunks. Otherwise (tilts larger
 than ~5k × 5k pixels) a lazy graph of three passes over the input:
     0. ``row_moments(P)`` per chunk -> per-tilt mean/std of P;
     A. regenerate the field ``z`` of the chunk from its position, ``x = mix(P, ...)``,
