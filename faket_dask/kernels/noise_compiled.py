@@ -30,7 +30,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["mix_rescale", "mix_row_moments", "row_moments"]
+__all__ = ["as_kernel_input", "mix_rescale", "mix_row_moments", "row_moments"]
 
 #: numpy's pairwise-summation block (``PW_BLOCKSIZE`` in numpy's ``loops_utils.h.src``).
 _PW_BLOCK = 128
@@ -163,8 +163,12 @@ def _f64(v, t: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=np.float64), (t,)))
 
 
-def _chunk(a: np.ndarray) -> np.ndarray:
-    """A (t, cy, X) chunk as C-contiguous float32 or float64 (what the loops are compiled for)."""
+def as_kernel_input(a: np.ndarray) -> np.ndarray:
+    """A (t, cy, X) chunk as C-contiguous float32 or float64 (what the loops are compiled for).
+
+    Other dtypes become float64. Convert once when a chunk goes through several of the
+    kernels below: on an already converted chunk this returns it as it is.
+    """
     a = np.asarray(a)
     dtype = a.dtype if a.dtype in (np.float32, np.float64) else np.float64
     return np.ascontiguousarray(a, dtype=dtype)
@@ -178,7 +182,7 @@ def row_moments(a: np.ndarray) -> np.ndarray:
     ndarray, float64, shape (t, cy, 3)
         As :func:`faket_dask.kernels.noise_moments.row_moments` (``sum`` bit-identical).
     """
-    a = _chunk(a)
+    a = as_kernel_input(a)
     out = np.empty(a.shape[:2] + (3,), np.float64)
     if a.shape[2]:
         _row_moments(a, _plan(a.shape[2]), out)
@@ -203,7 +207,7 @@ def mix_row_moments(p, z, p_mean, p_std, r, sigma, k: float) -> np.ndarray:
     -------
     ndarray, float64, shape (t, cy, 3)
     """
-    p, z = _chunk(p), _chunk(z)
+    p, z = as_kernel_input(p), as_kernel_input(z)
     t = p.shape[0]
     sk = _f64(sigma, t) * float(k)  # σ·k per tilt first, as mix does
     out = np.zeros(p.shape[:2] + (3,), np.float64)
@@ -224,7 +228,7 @@ def mix_rescale(p, z, p_mean, p_std, r, sigma, k: float, x_mean, x_std, target_m
     ndarray, float32, shape (t, cy, X)
         Bit-identical to ``rescale(mix(...), ...)`` of :mod:`faket_dask.kernels.noise`.
     """
-    p, z = _chunk(p), _chunk(z)
+    p, z = as_kernel_input(p), as_kernel_input(z)
     t = p.shape[0]
     sk = _f64(sigma, t) * float(k)
     scale = _f64(target_std, t) / _f64(x_std, t)  # s / x_std per tilt, as rescale does

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .projection_blocks import _CPU_BLOCK_WIDTH, _GPU_BLOCK_WIDTH, column_block_width  # noqa: F401 - re-exported
+from .projection_blocks import column_block_width  # re-exported: torch-free for graph builders
 
 __all__ = [
     "DEFAULT_MAX_BATCH_ELEMS",

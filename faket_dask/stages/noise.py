@@ -262,8 +262,10 @@ def _whole_tilt_block(p, *, mean, std, what: str, block_info=None, r, sigma, k, 
     tilts (the run store's tilt-series are chunked by tilt).
     """
     n = block_info[0]["shape"][0]
+    t0 = block_info[0]["array-location"][0][0]
+    p = nc.as_kernel_input(p)  # once, not in each of the three kernels (integer input)
+    pms = tilts_mean_std(nc.row_moments(p), what, t0, n)  # refuses a NaN/constant tilt first
     z, t0, t1 = _block_field(block_info, **kw)
-    pms = tilts_mean_std(nc.row_moments(p), what, t0, n)
     pm, ps = pms[:, 0, 0], pms[:, 0, 1]
     xms = tilts_mean_std(nc.mix_row_moments(p, z, pm, ps, r[t0:t1], sigma[t0:t1], k),
                          f"{what} (noise mixture)", t0, n)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ...params.nst import LAST_LAYER, NAMED_WEIGHTS
-from ...params.nst import imagenet_weights_path as params_imagenet_weights_path
+from ...params.nst import imagenet_weights_path  # re-exported: the torch-free owner
 from .plan import clear_plans
 
 __all__ = ["WeightsSpec", "WeightsUnavailableError", "build_vgg", "clear_vgg_cache",
@@ -150,12 +150,6 @@ def _finish_features(features: nn.Sequential, device: torch.device | str | None)
     if device is not None:
         feats.to(device)
     return feats
-
-
-def imagenet_weights_path() -> Path:
-    """Where torchvision keeps VGG19_Weights.IMAGENET1K_V1 in the local torch hub cache:
-    :func:`faket_dask.params.nst.imagenet_weights_path` (torch-free, the owner)."""
-    return params_imagenet_weights_path()
 
 
 def fetch_imagenet_weights(progress: bool = True) -> Path:
