@@ -121,6 +121,7 @@ def test_killing_a_worker_during_nst_still_gives_identical_output(reference_run,
     from distributed import Client, LocalCluster
 
     from faket_dask.pipeline import simulate
+    from faket_dask.torch_import import TorchImportPlugin
 
     cfg = write_config(tmp_path / "run.yaml")
     store = tmp_path / "out" / "run.zarr"
@@ -147,6 +148,9 @@ def test_killing_a_worker_during_nst_still_gives_identical_output(reference_run,
         finally:
             result["done"] = True
             thread.join()
+        # the run imported torch on every worker before its first stage (torch_import.py)
+        plugins = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+    assert TorchImportPlugin.name in plugins
     assert killed, "no NST task was seen running"
     assert_same_arrays(read_arrays(store), reference_run["arrays"])
 

@@ -217,3 +217,23 @@ def test_errors_before_any_work(gold, tmp_path, monkeypatch):
         fd.style_transfer(c, s, _ts(nan, "noisy"), **RANDOM)
     with pytest.raises(InputError, match="constant"):
         fd.style_transfer(_ts(np.ones_like(gold["content"]), "content"), s, x, **RANDOM)
+
+
+def test_extrema_are_exact_over_blocks_and_refuse_nan_and_constant_stacks():
+    import dask.array as da
+
+    from faket_dask.stages.style_settings import extrema
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(0, 1, (7, 20, 24)).astype(np.float32)
+    a[5, 13, 2], a[1, 0, 23] = -9.5, 7.25  # the extremes sit in different blocks
+    lazy = xr.DataArray(da.from_array(a, chunks=(2, 7, 9)), dims=("tilt", "y", "x"))
+    eager = xr.DataArray(a + 1, dims=("tilt", "y", "x"))
+    assert extrema([lazy, eager], ["a", "b"]) == [(-9.5, 7.25), (-8.5, 8.25)]
+    bad = a.copy()
+    bad[6, 19, 0] = np.nan
+    with pytest.raises(InputError, match="'noisy' has NaN or inf"):
+        extrema([lazy, xr.DataArray(da.from_array(bad, chunks=(3, 20, 24)), dims=("tilt", "y", "x"))],
+                ["content", "noisy"])
+    with pytest.raises(InputError, match="'flat' is constant"):
+        extrema([xr.DataArray(np.full((3, 4, 4), 2.0, np.float32), dims=("tilt", "y", "x"))], ["flat"])

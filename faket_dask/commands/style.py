@@ -69,6 +69,7 @@ def style_cmd(
         grams_match, load_style_grams, save_style_grams, style_grams_dataset,
     )
     from ..stages.style_transfer import check_inputs, style_transfer
+    from ..torch_import import import_torch_everywhere
 
     if not 0 <= tomo < 2**32:
         raise InputError(f"--tomo must be in [0, 2**32), got {tomo}")
@@ -93,6 +94,7 @@ def style_cmd(
     cache = st.style_grams_group(style)
 
     with connect(scheduler, workers, gpus, cluster) as client:
+        import_torch_everywhere(client)  # before any task imports it (torch_import.py)
         dev = device if device != "auto" else ("cuda" if _cluster_has_gpus(client) else "cpu")
         grams = load_style_grams(store, cache)
         if grams is not None and grams_match(grams, style=style_ts, device=dev, **kw):

@@ -7,10 +7,8 @@ so a rerun skips complete stages, and a changed input reruns its stage and every
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from typing import Any
 from .. import store as st
 from ..config import RunConfig, deprecations
 from ..params import MIB
+from ..torch_import import import_torch_everywhere
 from ..fingerprint import changed as fingerprint_changed
 from ..fingerprint import fingerprint as fingerprint_files
 from .plan import FIGURES, STORE_NAME, SUMMARY, Plan, _check_output_dir, _resolve, load_run_config, plan_run, run_hash
@@ -165,9 +164,10 @@ class Pipeline(StageSteps):
                           peak_client_MiB=round(mem.client_MiB, 1), inputs=inputs[name])
             return StageRecord(name, "done", dt, mem.max_worker_MiB, mem.client_MiB)
 
-        # torch for the style stages' graphs: imported once the first stage is done (see
-        # _import_torch_in_background), not at the start, where it slowed the first graphs
-        warm_torch = any(name.split("/")[0] in _TORCH_KINDS for name in names)
+        if any(name.split("/")[0] in _TORCH_KINDS for name in names):
+            # before any stage runs: a process importing torch while another of its threads
+            # runs SciPy fails (torch_import.py); the client's style graphs need torch too
+            import_torch_everywhere(client)
         done: set[str] = set()
         errors: dict[str, BaseException] = {}
         running: dict[Future, str] = {}
@@ -191,9 +191,6 @@ class Pipeline(StageSteps):
                         try:
                             self.records.append(f.result())
                             done.add(name)
-                            if warm_torch:
-                                warm_torch = False
-                                _import_torch_in_background()
                         except Exception as exc:  # noqa: BLE001 - raised below, in stage order
                             errors[name] = exc
         except BaseException:
@@ -389,26 +386,9 @@ def simulate(
             return Pipeline(plan, log=emit).run()
 
 
-#: Stage kinds whose graphs are built with torch on the client (the NST settings: algorithm,
-#: versions, memory budget).
+#: Stage kinds whose tasks import torch, and whose graphs are built with torch on the client
+#: (the NST settings: algorithm, versions, memory budget).
 _TORCH_KINDS = frozenset({"style_grams", "faket"})
-
-
-def _import_torch_in_background() -> None:
-    """Import torch (and the NST kernels) on the client in a daemon thread.
-
-    The style stages need it to build their graphs, and it takes ~2 s on the 2-core VM: imported
-    when the first style stage starts, it held back the graph while the workers had nothing
-    else to do (2.4 s with no task running, in the middle of the demo's timeline); imported at
-    the start of the run, it competed with the first stages' graph building for the GIL (their
-    first task 1.7 s later). Started when the first stage has completed, it overlaps the
-    workers' projections. An import error is left for the stage that needs torch to report.
-    """
-    def work() -> None:
-        with contextlib.suppress(Exception):
-            import faket_dask.kernels.nst  # noqa: F401 - imported for its side effect
-
-    threading.Thread(target=work, name="faket-import-torch", daemon=True).start()
 
 
 def _cluster_file_is_cuda(path: str | Path | None) -> bool:

@@ -199,7 +199,7 @@ class StageSteps:
 
     def reconstruct(self, i: int) -> None:
         """Tomograms of every modality of tomogram ``i`` and its labels on the tomogram grid."""
-        from ..stages.reconstruction import reconstruct
+        from ..stages.reconstruction import reconstruct, tilts_per_task
 
         r = self.cfg.reconstruction
         ts_group = st.tiltseries_group(i)
@@ -208,7 +208,9 @@ class StageSteps:
         for m in r.modalities:
             if m not in have.data_vars:
                 continue
-            vol = reconstruct(have[m], binning=r.binning, filter=r.filter, z_valid=r.z_valid,
+            # read as the reconstruction groups its tilts: one task reads and filters them
+            ts = st.open_var(self.store, f"{ts_group}/{m}", tilts_per_chunk=tilts_per_task(have[m].shape))
+            vol = reconstruct(ts, binning=r.binning, filter=r.filter, z_valid=r.z_valid,
                               thickness=r.thickness, device=self.plan.device, scratch_dir=scratch,
                               task_bytes=self.task_bytes)
             vol.attrs["modality"] = m

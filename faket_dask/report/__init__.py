@@ -42,7 +42,9 @@ from .figures import (
     slices_figure,
     tilt_indices,
 )
-from .spectra import SPECTRUM_TASK_BYTES, plot_power_spectra, radial_power_spectrum, spectra_figure
+from .spectra import (
+    SPECTRUM_TASK_BYTES, plot_power_spectra, radial_power_spectrum, spectra_figure, spectrum_tilts_per_task,
+)
 
 __all__ = [
     "MAX_PANEL_PX",
@@ -70,12 +72,21 @@ def _tomo_ids(store: str | Path) -> list[int]:
     return sorted(ids)
 
 
-def _open_group(store: str | Path, group: str) -> xr.Dataset | None:
-    """A store group as a lazy Dataset, or None if it does not exist."""
+def _open_group(store: str | Path, group: str, *, for_spectra: bool = False) -> xr.Dataset | None:
+    """A store group as a lazy Dataset, or None if it does not exist.
+
+    ``for_spectra``: tilt-series read with as many whole tilts per chunk as one power-spectrum
+    task takes, so that each task reads its own tilts (no read and merge tasks per stored
+    chunk: ~1,000 tasks of a few ms in the demo's report).
+    """
     root = _store.open_root(store)
     if group not in root:
         return None
-    return _store.open(store, group)
+    ds = _store.open(store, group)
+    shapes = {tuple(ds[v].shape) for v in ds.data_vars if tuple(ds[v].dims) == TILT_DIMS}
+    if for_spectra and len(shapes) == 1:
+        ds = _store.open(store, group, tilts_per_chunk=spectrum_tilts_per_task(shapes.pop()))
+    return ds
 
 
 def _style_stack(store: str | Path, faket: xr.DataArray) -> tuple[str, xr.DataArray] | None:
@@ -87,6 +98,8 @@ def _style_stack(store: str | Path, faket: xr.DataArray) -> tuple[str, xr.DataAr
         if not _store.has_var(store, ref):
             return None
         arr = _store.open_var(store, ref)
+        if tuple(arr.dims) == TILT_DIMS:  # read for its power spectrum (see _open_group)
+            arr = _store.open_var(store, ref, tilts_per_chunk=spectrum_tilts_per_task(arr.shape))
     except InputError:
         return None
     if tuple(arr.dims) != TILT_DIMS:
@@ -154,7 +167,8 @@ def write_report(
                 figures.append(montage_figure(
                     tilt_vars[name], out / f"{tomo}_montage_{name}.png", 5, f"{tomo}: {name}", dpi,
                 ))
-            series = {m.upper(): tilt_vars[m] for m in ("faket", "baseline", "noisy") if m in tilt_vars}
+            coarse = _open_group(store, tiltseries_group(i), for_spectra=True) or ts
+            series = {m.upper(): coarse[m] for m in ("faket", "baseline", "noisy") if m in tilt_vars}
             if "faket" in tilt_vars:
                 style = _style_stack(store, tilt_vars["faket"])
                 if style is not None:

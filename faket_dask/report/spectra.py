@@ -24,6 +24,14 @@ from .drawing import LazyFigure, as_dask, check_dims, new_figure, render, save_p
 SPECTRUM_TASK_BYTES: int = 32 * MIB
 
 
+def spectrum_tilts_per_task(shape: tuple[int, int, int]) -> int:
+    """Whole tilts per power-spectrum task of a (tilt, y, x) stack: up to
+    :data:`SPECTRUM_TASK_BYTES` of float32, at least 1. The report opens tilt-series with this
+    many tilts per chunk (``store.open(tilts_per_chunk=...)``), so each task reads its own."""
+    n_t, ny, nx = shape
+    return int(max(1, min(n_t, SPECTRUM_TASK_BYTES // (ny * nx * 4))))
+
+
 def _power_graph(ts: xr.DataArray) -> tuple[np.ndarray, da.Array]:
     """Frequencies (1/Å) and the lazy tilt-averaged radial power of a tilt-series."""
     check_dims(ts, TILT_DIMS, "radial_power_spectrum")
@@ -35,7 +43,7 @@ def _power_graph(ts: xr.DataArray) -> tuple[np.ndarray, da.Array]:
     # Whole tilts per task: the rows of a tilt are joined (rechunk along y), tilts are batched
     # up to SPECTRUM_TASK_BYTES. The blocks depend on the shape only, not on the input chunks,
     # so the result (sums included) is identical for any chunking.
-    per_task = int(max(1, min(n_t, SPECTRUM_TASK_BYTES // (ny * nx * 4))))
+    per_task = spectrum_tilts_per_task((n_t, ny, nx))
     data = as_dask(ts).rechunk({0: per_task, 1: -1, 2: -1})
     per_tilt = data.map_blocks(
         tilt_power, drop_axis=2, chunks=(data.chunks[0], (nbins,)), dtype=np.float64,

@@ -371,10 +371,14 @@ def run_pick(plan: PickPlan):
     from dask import delayed
 
     from ..progress import compute, current_client
+    from ..torch_import import import_torch_everywhere
     from ._common import gpu_annotation
     from .style_settings import check_device_usable
 
     check_device_usable(plan.device)     # CUDA: a GPU here, or workers offering GPU=1
+    # every worker imports torch before the blocks' tasks (which also run SciPy) start:
+    # a thread importing torch breaks SciPy in the process's other threads (torch_import.py)
+    import_torch_everywhere(current_client())
     mean, std = statistics(plan)
     shape = plan.source.shape
     seg = _create_segmentation(plan) if plan.save_segmentation is not None else None

@@ -93,9 +93,7 @@ def filter_tilts(
     T, Y, X = ts.shape
     ny, nx = binned_shape(Y, X, binning)
     data = ts.data if isinstance(ts.data, da.Array) else da.from_array(np.asarray(ts.data))
-    # Several small tilts to a task: the kernels are batched, and per-call costs (the filter,
-    # its half spectrum, scheduling) are paid once per task; at least 4 tasks for the workers.
-    per_task = max(1, min(-(-T // 4), _TASK_INPUT_BYTES // max(1, Y * X * 4)))
+    per_task = tilts_per_task((T, Y, X))
     whole = data.astype(np.float32).rechunk({0: per_task, 1: -1, 2: -1})
     out = whole.map_blocks(
         _bin_filter_block, binning, filter, crowther, chunks=(whole.chunks[0], (ny,), (nx,)),
@@ -103,6 +101,19 @@ def filter_tilts(
     )
     pixel = datamodel.pixel_size_of(ts) * binning
     return datamodel.tiltseries(out, ts["tilt"].values, pixel, name=ts.name)
+
+
+def tilts_per_task(shape: tuple[int, int, int]) -> int:
+    """Tilts per bin-and-filter task of a (tilt, y, x) stack: ≤ 8 MiB of float32 input, at
+    least 4 tasks (never 0).
+
+    Several small tilts to a task: the kernels are batched, and per-call costs (the filter,
+    its half spectrum, scheduling) are paid once per task. A caller reading from a store can
+    open the stack with this many tilts per chunk (``store.open(tilts_per_chunk=...)``), so
+    that each task also reads its tilts itself (no separate read and merge tasks).
+    """
+    T, Y, X = shape
+    return max(1, min(-(-T // 4), _TASK_INPUT_BYTES // max(1, Y * X * 4)))
 
 
 def _all_written(_results: list) -> bool:

@@ -357,8 +357,19 @@ def check_device_usable(device: str) -> None:
         )
 
 
+def _block_extrema(block: np.ndarray) -> np.ndarray:
+    """(min, max) of one block, shaped (1, 1, 2) for ``map_blocks`` over a (t, y, x) array."""
+    return np.array([block.min(), block.max()], dtype=np.float64).reshape(1, 1, 2)
+
+
 def extrema(arrays: Sequence[xr.DataArray], names: Sequence[str]) -> list[tuple[float, float]]:
-    """Global (min, max) of each array: one small eager reduction for all of them.
+    """Global (min, max) of each (t, y, x) array: one small eager computation for all of them.
+
+    Each block's min and max come from one task, which Dask fuses with the block's read (one
+    task per stored chunk instead of three: ``data.min()`` and ``data.max()`` were two
+    reductions, each with its own task per chunk beside the read; in the demo, 1,452 tasks
+    of ~0.2 ms that left the workers 79 % idle for ~5 s). The values are the same: float32
+    extrema are exact in float64.
 
     Raises
     ------
@@ -367,11 +378,15 @@ def extrema(arrays: Sequence[xr.DataArray], names: Sequence[str]) -> list[tuple[
     """
     parts = []
     for a in arrays:
-        parts += [a.data.min(), a.data.max()]
+        d = a.data if isinstance(a.data, da.Array) else da.from_array(np.asarray(a.data))
+        nb = d.numblocks
+        parts.append(d.map_blocks(_block_extrema, chunks=((1,) * nb[0], (1,) * nb[1], (2,) * nb[2]),
+                                  dtype=np.float64))
     vals = compute(parts, label="style transfer: input ranges")
     out = []
-    for i, n in enumerate(names):
-        lo, hi = float(vals[2 * i]), float(vals[2 * i + 1])
+    for n, v in zip(names, vals):
+        v = np.asarray(v, np.float64).reshape(-1, 2)
+        lo, hi = float(v[:, 0].min()), float(v[:, 1].max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise InputError(f"'{n}' has NaN or inf values")
         if not hi > lo:
