@@ -39,6 +39,9 @@ def test_demo_end_to_end_then_resumes(tmp_path):
     other = [p for p, a in listed if not any(isinstance(c, BloscCodec) and c.cname.value == "lz4"
                                              for c in a.metadata.codecs)]
     assert len(listed) > 200 and not other, other
+    # tilt-series are stored one tilt per chunk, whatever grouping the stages read them in
+    tilted = [(p, a.chunks) for p, a in listed if "/tiltseries/" in p and a.ndim == 3]
+    assert len(tilted) >= 15 and all(c[0] == 1 for _, c in tilted), tilted
     for i in range(3):
         ts = fd.open(store, st.tomo_group(i, "tiltseries"))
         assert ts["faket"].shape == (61, 128, 128)

@@ -185,16 +185,22 @@ class StageSteps:
         from ..stages.style_transfer import style_transfer
 
         group = st.tiltseries_group(i)
-        content = st.open_var(self.store, group + "/content")
-        noisy = st.open_var(self.store, group + "/noisy")
         k = self.plan.style_of(i)
         grams = load_style_grams(self.store, self._grams_group(k))
         if grams is None:
             raise FaketError(f"{self.store}: style Grams of stack {k} are missing; rerun with --overwrite")
+        # read CONTENT and NOISY in the tilt batches of the NST's tasks, which the Grams were
+        # computed and stored in (same settings): one read task per batch, no merge tasks
+        batch = int(grams["style_mean"].chunks[0][0]) if grams["style_mean"].chunks else None
+        content = st.open_var(self.store, group + "/content", tilts_per_chunk=batch)
+        noisy = st.open_var(self.store, group + "/noisy", tilts_per_chunk=batch)
         out = style_transfer(content, grams, noisy, **self._style_kwargs(tuple(content.shape[1:])),
                              match_angles=self.cfg.style_data.match_angles,
                              match_option=MATCH_OPTION)
         out.attrs["style"] = self.plan.style_sources[k]
+        # stored in CONTENT's chunks as stored (one tilt), not in the batches it was read in
+        stored = st.open_var(self.store, group + "/content").chunks
+        out = out.chunk(dict(zip(out.dims, stored)))
         st.save(out, self.store, group, name="faket", overwrite=True, progress=f"style transfer {i}")
 
     def reconstruct(self, i: int) -> None:

@@ -33,6 +33,23 @@ def _worker_task_bytes(device: str, dask_worker=None) -> int | None:  # noqa: AN
     return device_task_bytes(device, memory_limit_bytes=limit, threads=threads)
 
 
+def _ask_workers(client, device: str, tries: int = 3) -> list[int]:  # noqa: ANN001 - a distributed.Client
+    """The workers' reports (None/0 dropped). A worker lost during the broadcast (killed,
+    restarted by its nanny) is asked again, up to ``tries`` times in all, then left out: the
+    question is asked while other stages run, and a lost worker must not fail the stage that
+    asked (tests/test_pipeline.py kills one during NST)."""
+    import time
+
+    for attempt in range(tries):
+        answers = client.run(_worker_task_bytes, device, on_error="return")
+        failed = [a for a in answers.values() if isinstance(a, BaseException)]
+        reports = [int(a) for a in answers.values() if not isinstance(a, BaseException) and a]
+        if not failed or attempt == tries - 1:
+            return reports
+        time.sleep(0.5 * (attempt + 1))  # the nanny restarts a killed worker in ~1 s
+    return []
+
+
 def task_bytes(device: str) -> int:
     """Memory (bytes) one NST task may use on ``device``: the smallest of the workers' reports.
 
@@ -52,7 +69,7 @@ def task_bytes(device: str) -> int:
 
     client = current_client()
     if client is not None:
-        reports = [v for v in client.run(_worker_task_bytes, device).values() if v]
+        reports = _ask_workers(client, device)
         if reports:
             return int(min(reports))
     from ..kernels.nst.budget import device_task_bytes
