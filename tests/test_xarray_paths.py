@@ -163,3 +163,17 @@ def test_every_written_array_is_blosc_lz4(tmp_path):
     arrays += [root[f"{tomogram_group(0)}/faket/s{k}"] for k in range(3)]
     assert all(_blosc_lz4(a) for a in arrays), [a.metadata.codecs for a in arrays]
     assert np.array_equal(fd.open(store, tiltseries_group(0))["measured"].values, ts.values)
+
+
+def test_open_groups_whole_tilts_per_chunk_without_changing_values_or_storage(tmp_path):
+    store = tmp_path / "r.zarr"
+    ts = tiltseries("measured").chunk({"tilt": 1, "y": 5})  # stored in parts of tilts
+    fd.save(ts, store, "tomo_000/tiltseries")
+    plain = fd.open(store, "tomo_000/tiltseries")["measured"]
+    grouped = fd.open(store, "tomo_000/tiltseries", tilts_per_chunk=2)["measured"]
+    n = plain.sizes["tilt"]
+    assert grouped.chunks[0] == tuple(min(2, n - i) for i in range(0, n, 2))
+    assert grouped.chunks[1:] == ((plain.sizes["y"],), (plain.sizes["x"],))  # whole tilts
+    np.testing.assert_array_equal(grouped.values, plain.values)
+    arr = zarr.open_group(str(store), mode="r")["tomo_000/tiltseries/measured"]
+    assert arr.chunks[0] == 1  # what is stored is untouched
