@@ -199,8 +199,7 @@ class StageSteps:
                              match_option=MATCH_OPTION)
         out.attrs["style"] = self.plan.style_sources[k]
         # stored in CONTENT's chunks as stored (one tilt), not in the batches it was read in
-        stored = st.open_var(self.store, group + "/content").chunks
-        out = out.chunk(dict(zip(out.dims, stored)))
+        out = out.chunk(content.encoding["preferred_chunks"])
         st.save(out, self.store, group, name="faket", overwrite=True, progress=f"style transfer {i}")
 
     def reconstruct(self, i: int) -> None:
@@ -210,13 +209,15 @@ class StageSteps:
         r = self.cfg.reconstruction
         ts_group = st.tiltseries_group(i)
         have = st.open(self.store, ts_group)
+        if have.data_vars:  # the variables of a group share their dims, so one grouping fits all
+            # read as the reconstruction groups its tilts: one task reads and filters them
+            first = next(iter(have.data_vars.values()))
+            have = st.open(self.store, ts_group, tilts_per_chunk=tilts_per_task(first.shape))
         scratch = self.plan.out_dir / "_scratch"
         for m in r.modalities:
             if m not in have.data_vars:
                 continue
-            # read as the reconstruction groups its tilts: one task reads and filters them
-            ts = st.open_var(self.store, f"{ts_group}/{m}", tilts_per_chunk=tilts_per_task(have[m].shape))
-            vol = reconstruct(ts, binning=r.binning, filter=r.filter, z_valid=r.z_valid,
+            vol = reconstruct(have[m], binning=r.binning, filter=r.filter, z_valid=r.z_valid,
                               thickness=r.thickness, device=self.plan.device, scratch_dir=scratch,
                               task_bytes=self.task_bytes)
             vol.attrs["modality"] = m

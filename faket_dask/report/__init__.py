@@ -72,21 +72,12 @@ def _tomo_ids(store: str | Path) -> list[int]:
     return sorted(ids)
 
 
-def _open_group(store: str | Path, group: str, *, for_spectra: bool = False) -> xr.Dataset | None:
-    """A store group as a lazy Dataset, or None if it does not exist.
-
-    ``for_spectra``: tilt-series read with as many whole tilts per chunk as one power-spectrum
-    task takes, so that each task reads its own tilts (no read and merge tasks per stored
-    chunk: ~1,000 tasks of a few ms in the demo's report).
-    """
+def _open_group(store: str | Path, group: str) -> xr.Dataset | None:
+    """A store group as a lazy Dataset, or None if it does not exist."""
     root = _store.open_root(store)
     if group not in root:
         return None
-    ds = _store.open(store, group)
-    shapes = {tuple(ds[v].shape) for v in ds.data_vars if tuple(ds[v].dims) == TILT_DIMS}
-    if for_spectra and len(shapes) == 1:
-        ds = _store.open(store, group, tilts_per_chunk=spectrum_tilts_per_task(shapes.pop()))
-    return ds
+    return _store.open(store, group)
 
 
 def _style_stack(store: str | Path, faket: xr.DataArray) -> tuple[str, xr.DataArray] | None:
@@ -98,7 +89,7 @@ def _style_stack(store: str | Path, faket: xr.DataArray) -> tuple[str, xr.DataAr
         if not _store.has_var(store, ref):
             return None
         arr = _store.open_var(store, ref)
-        if tuple(arr.dims) == TILT_DIMS:  # read for its power spectrum (see _open_group)
+        if tuple(arr.dims) == TILT_DIMS:  # read for its power spectrum (as in write_report)
             arr = _store.open_var(store, ref, tilts_per_chunk=spectrum_tilts_per_task(arr.shape))
     except InputError:
         return None
@@ -167,8 +158,14 @@ def write_report(
                 figures.append(montage_figure(
                     tilt_vars[name], out / f"{tomo}_montage_{name}.png", 5, f"{tomo}: {name}", dpi,
                 ))
-            coarse = _open_group(store, tiltseries_group(i), for_spectra=True) or ts
-            series = {m.upper(): coarse[m] for m in ("faket", "baseline", "noisy") if m in tilt_vars}
+            series: dict[str, xr.DataArray] = {}
+            spectra_vars = [m for m in ("faket", "baseline", "noisy") if m in tilt_vars]
+            if spectra_vars:
+                # read as many whole tilts per chunk as one spectrum task takes: each task reads
+                # its own tilts (no read and merge task per stored tilt: ~1,000 in the demo)
+                k = spectrum_tilts_per_task(tilt_vars[spectra_vars[0]].shape)
+                grouped = _store.open(store, tiltseries_group(i), tilts_per_chunk=k)
+                series = {m.upper(): grouped[m] for m in spectra_vars}
             if "faket" in tilt_vars:
                 style = _style_stack(store, tilt_vars["faket"])
                 if style is not None:

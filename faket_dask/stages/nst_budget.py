@@ -40,14 +40,14 @@ def _ask_workers(client, device: str, tries: int = 3) -> list[int]:  # noqa: ANN
     asked (tests/test_pipeline.py kills one during NST)."""
     import time
 
-    for attempt in range(tries):
-        answers = client.run(_worker_task_bytes, device, on_error="return")
-        failed = [a for a in answers.values() if isinstance(a, BaseException)]
-        reports = [int(a) for a in answers.values() if not isinstance(a, BaseException) and a]
-        if not failed or attempt == tries - 1:
-            return reports
-        time.sleep(0.5 * (attempt + 1))  # the nanny restarts a killed worker in ~1 s
-    return []
+    for attempt in range(1, tries + 1):
+        answers = list(client.run(_worker_task_bytes, device, on_error="return").values())
+        lost = any(isinstance(a, BaseException) for a in answers)
+        if lost and attempt < tries:
+            time.sleep(0.5 * attempt)  # the nanny restarts a killed worker in ~1 s
+            continue
+        break
+    return [int(a) for a in answers if a and not isinstance(a, BaseException)]
 
 
 def task_bytes(device: str) -> int:

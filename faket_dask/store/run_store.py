@@ -171,10 +171,8 @@ def open(store: str | Path, group: str, *, level: int = 0, tilts_per_chunk: int 
         if level != 0:
             raise InputError(f"{store}: '{group}' holds no multiscale images; level={level} needs one "
                              "(e.g. tomo_000/tomogram)")
-        if tilts_per_chunk is None:
-            return xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3)
-        chunks = {"tilt": max(1, int(tilts_per_chunk)), "y": -1, "x": -1}
-        return xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3, chunks=chunks)
+        grouped = {} if tilts_per_chunk is None else {"chunks": {"tilt": max(1, int(tilts_per_chunk)), "y": -1, "x": -1}}
+        return xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3, **grouped)
     # A tomogram group: one OME-NGFF multiscale image per modality.
     return xr.Dataset({name: ngff.open_image(sub, name, level) for name, sub in sorted(images.items())})
 
