@@ -91,6 +91,7 @@ def _run_stage(tmp: Path, workers: int, mmap_fix: bool) -> dict:
 
     import faket_dask as fd
     from faket_dask.noise_model import NoiseModel
+    from faket_dask.stages.noise import open_input
 
     if mmap_fix:
         dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in MMAP_FIX.items()})
@@ -102,7 +103,8 @@ def _run_stage(tmp: Path, workers: int, mmap_fix: bool) -> dict:
         times = []
         for name in ("noisy", "noisy_warm"):
             t1 = time.perf_counter()
-            ts = fd.open_var(tmp / "run.zarr", "tomo_000/tiltseries/noiseless")
+            # as the pipeline and `noise apply` read it: whole tilts when a tilt fits one task
+            ts = open_input(tmp / "run.zarr", "tomo_000/tiltseries/noiseless")
             out = fd.add_noise(ts, model, seed=SEED)
             fd.save(out, tmp / "run.zarr", "tomo_000/tiltseries", name=name, overwrite=True)
             times.append(time.perf_counter() - t1)

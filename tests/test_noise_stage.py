@@ -289,6 +289,27 @@ def test_add_noise_bit_identical_on_one_worker(noiseless, small_model, noisy):
     assert np.array_equal(one, got)
 
 
+def test_open_input_reads_whole_tilts_without_merge_tasks(client, tmp_path, noiseless, small_model, noisy):
+    """A tilt-series stored in row slabs (as the projection stores 1024² tilts) is read one
+    whole tilt per task: no merge tasks, one fused task per tilt, the same bits."""
+    _, got = noisy
+    fd.save(noiseless.chunk({"tilt": 1, "y": 24}), tmp_path / "s.zarr", "tomo_000/tiltseries")
+    stored = fd.open_var(tmp_path / "s.zarr", "tomo_000/tiltseries/noiseless")
+    assert stored.data.chunks[1] == (24, 24, 16)
+    opened = sn.open_input(tmp_path / "s.zarr", "tomo_000/tiltseries/noiseless")
+    assert opened.data.chunks == ((1,) * NT, (64,), (64,))
+    out = fd.add_noise(opened, small_model, seed=11)
+    assert out.data.chunks == opened.data.chunks
+    def layers(arr):
+        return list(arr.data.__dask_graph__().layers)
+
+    assert not any(n.startswith("rechunk") for n in layers(out))
+    assert any(n.startswith("rechunk") for n in layers(fd.add_noise(stored, small_model, seed=11)))
+    assert np.array_equal(client.compute(out.data).result(), got)
+    # a tilt too large for one task keeps the stored chunks (the three-pass graph reads them)
+    assert not sn.whole_tilts_fit((1, 8192, 8192), 4) and sn.whole_tilts_fit((1, 1024, 1024), 4)
+
+
 def test_seed_and_tomogram_change_the_field(client, noiseless, small_model, noisy):
     _, got = noisy
     others = client.compute([fd.add_noise(noiseless, small_model, **kw).data for kw in ({"seed": 12}, {"seed": 11, "tomo": 1})], sync=True)

@@ -165,7 +165,7 @@ def apply_cmd(
     from ..errors import InputError
     from ..noise_model import NoiseModel
     from ..params import NoiseParams
-    from ..stages.noise import add_noise_modality, modality_specs
+    from ..stages.noise import add_noise_modality, modality_specs, open_input
     from ..stages.tilt_statistics import check_values
 
     names = modality_specs(modalities)
@@ -181,7 +181,7 @@ def apply_cmd(
     if not st.is_store(store):
         st.open_root(store)
     src = input_var or tiltseries_var(tomo, "noiseless")
-    ts = st.open_var(store, src)
+    ts = open_input(store, src)
     model = NoiseModel.from_json(model_json) if model_json else NoiseModel.load(store, model_group)
     # Building the graphs checks tilt counts and options; nothing is computed yet.
     outs = {n: add_noise_modality(ts, model, n, seed, tomo=tomo, params=params, match_angles=match_angles,

@@ -151,9 +151,7 @@ def normal_block(
     if ny == 0 or nx == 0 or not tilts:
         return out
     if impl == "compiled":
-        from .philox_compiled import philox_uniforms as uniforms  # lazy: numba, ~0.3 s
-    else:
-        uniforms = _numpy_uniforms
+        from .philox_compiled import box_muller_rows, philox_uniforms  # lazy: numba, ~0.3 s
     b0, b1 = x0 // 4, (x0 + nx + 3) // 4  # counter blocks covering the columns
     nb = b1 - b0
     lead = x0 - 4 * b0
@@ -163,11 +161,16 @@ def normal_block(
         for ys in range(y0, y1, rows_per_block):
             ye = min(y1, ys + rows_per_block)
             r = ye - ys
-            # rad[j], ang[j]: contiguous (r, nb) arrays, so numpy takes the same (SIMD) log/cos/sin
-            # loops as before the compiled Philox: the transcendentals stay numpy's, bit for bit.
+            # rad[j], ang[j]: contiguous (r, nb) arrays, so numpy takes the same (SIMD) log loop
+            # in both implementations: the log stays numpy's, bit for bit.
             rad = np.empty((2, r, nb), dtype=np.float64)
             ang = np.empty((2, r, nb), dtype=np.float64)
-            uniforms(b0, nb, ys, r, tilt, stream, seed, tomo, rad, ang)
+            if impl == "compiled":
+                philox_uniforms(b0, nb, ys, r, tilt, stream, seed, tomo, rad, ang)
+                np.log(rad, out=rad)
+                box_muller_rows(rad, ang, out[ti, ys - y0 : ye - y0], lead)
+                continue
+            _numpy_uniforms(b0, nb, ys, r, tilt, stream, seed, tomo, rad, ang)
             o = o_buf[:r]
             for j in (0, 1):
                 # Box–Muller on words (2j, 2j+1) -> values 2j, 2j+1 of each group of four.

@@ -20,7 +20,9 @@ whole tilt (its input, field and output: ~20 bytes a pixel) fits one task's budg
 is merged into whole-tilt chunks and one task per chunk does it all: P's moments, the field
 ``z`` generated once, ``x``, its moments, ``rescale`` (:func:`_whole_tilt_block`; half the
 field generation of the passes below, the same kernels and reductions, so the same bits),
-split back to the input's chunks. Otherwise (tilts larger
+split back to the input's chunks. Callers read the input as whole tilts then
+(:func:`open_input`): each task reads its own tilt, with no merge tasks and no tilt halves sent
+between workers. Otherwise (tilts larger
 than ~5k × 5k pixels) a lazy graph of three passes over the input:
     0. ``row_moments(P)`` per chunk -> per-tilt mean/std of P;
     A. regenerate the field ``z`` of the chunk from its position, ``x = mix(P, ...)``,
@@ -79,6 +81,8 @@ __all__ = [
     "estimate_noise",
     "estimate_noise_unpaired",
     "modality_specs",
+    "open_input",
+    "whole_tilts_fit",
 ]
 
 
@@ -273,6 +277,37 @@ def _whole_tilt_block(p, *, mean, std, what: str, block_info=None, r, sigma, k, 
                           mean[t0:t1], std[t0:t1])
 
 
+def whole_tilts_fit(shape: Sequence[int], itemsize: int) -> bool:
+    """Whether :func:`add_noise` processes whole tilts of a ``(T, Y, X)`` input, one per task.
+
+    A whole-tilt task holds the input, at worst its float64 copy (integer input), the field z
+    and the output (float32 each; x is never stored): ``(itemsize + 16)·Y·X`` bytes, within
+    :data:`faket_dask.chunking.DEFAULT_TASK_BYTES` (a 1024² float32 tilt: 20 MiB).
+    """
+    return (int(itemsize) + 16) * int(shape[1]) * int(shape[2]) <= chunking.DEFAULT_TASK_BYTES
+
+
+def open_input(store, path: str) -> xr.DataArray:
+    """Open ``GROUP/VAR`` of a run store as :func:`add_noise` reads it (lazy).
+
+    One whole tilt per chunk when :func:`whole_tilts_fit` (each task reads its own tilt, and
+    the result is written one tilt per chunk); otherwise the stored chunks. Why: a projection
+    stores 1024² tilts in two row slabs; merging them in the graph took two read tasks, a merge
+    task and often a transfer between workers per tilt (``benchmarks/bench_noise.py``).
+
+    Raises
+    ------
+    InputError, FaketError
+        As :func:`faket_dask.store.open_var` (a missing store, group or variable).
+    """
+    from .. import store as st
+
+    ts = st.open_var(store, path)
+    if whole_tilts_fit(ts.shape, ts.dtype.itemsize) and any(len(c) > 1 for c in (ts.chunks or ((),))[1:]):
+        ts = st.open_var(store, path, tilts_per_chunk=1)
+    return ts
+
+
 def _check_u32(name: str, value: int) -> int:
     """``value`` as an int in [0, 2**32) (a Philox key word); :class:`InputError` otherwise."""
     v = int(value)
@@ -384,10 +419,7 @@ def add_noise(
     data = ts.data
     kw = {"seed": seed, "tomo": tomo, "r": curves["r"], "sigma": curves["sigma"], "k": k}
     token = da.core.tokenize(data.name, seed, tomo, k, curves)
-    # A whole tilt in one task holds the merged input, at worst its float64 copy (integer
-    # input), z and the output (float32 each; x is never stored): whole tilts while that fits.
-    whole_tilt_bytes = (data.dtype.itemsize + 16) * int(data.shape[1]) * int(data.shape[2])
-    if whole_tilt_bytes <= chunking.DEFAULT_TASK_BYTES:
+    if whole_tilts_fit(data.shape, data.dtype.itemsize):
         whole = data.rechunk({1: -1, 2: -1})
         out = da.map_blocks(_whole_tilt_block, whole, **kw, mean=curves["mean"], std=curves["std"],
                             what=what, dtype=np.float32, name=f"add-noise-{token}")

@@ -306,6 +306,27 @@ def test_compiled_field_is_the_numpy_reference(case):
     assert np.array_equal(got, want)
 
 
+def test_compiled_box_muller_sincos_is_numpys_cos_and_sin():
+    """The compiled Box–Muller (one ``sincos`` call per angle) gives numpy's separate ``cos``
+    and ``sin`` bits, on 2²⁴ angles drawn as the field draws them (``w · 2π · 2⁻³²``)."""
+    from faket_dask.kernels.philox_compiled import box_muller_rows
+
+    rng = np.random.default_rng(5)
+    r, nb = 2048, 2048  # 2 × r × nb = 2²³ angles per array pair; two rounds
+    for _ in range(2):
+        w = rng.integers(0, 2**32, size=(4, r, nb), dtype=np.uint64)
+        log_rad = np.log((w[0::2].astype(np.float64) + 1.0) * 2.0**-32)
+        ang = w[1::2].astype(np.float64) * (2.0 * np.pi * 2.0**-32)
+        got = np.empty((r, 4 * nb), np.float32)
+        box_muller_rows(log_rad, ang, got, 0)
+        rr = np.sqrt(log_rad * -2.0)
+        want = np.empty((r, nb, 4), np.float64)
+        for j in (0, 1):
+            want[:, :, 2 * j] = rr[j] * np.cos(ang[j])
+            want[:, :, 2 * j + 1] = rr[j] * np.sin(ang[j])
+        assert np.array_equal(got, want.reshape(r, 4 * nb).astype(np.float32))
+
+
 def test_field_values_are_pinned():
     """Values of the field as the noise stage has drawn them since issue 4 (a change would
     change every NOISY/CONTENT/BASELINE output)."""
