@@ -5,6 +5,7 @@ Random weights and local files only (no downloads).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,29 @@ def test_layer_tables(vgg):
     with pytest.raises(ValueError, match="beyond"):
         layer_channels(LAST_LAYER + 1)
     assert (nst.tile_halo(), nst.tile_halo(backward=False)) == (160, 80)
+
+
+def test_skeleton_is_torchvisions_layout_and_building_skips_torchvision(tmp_path):
+    """Our VGG-19 ``features`` layout is torchvision's ``make_layers(cfgs["E"])`` module by
+    module, and building the network from the random-weights cache or a state-dict file does
+    not import torchvision (~1.9 s per worker process)."""
+    from torchvision.models import vgg as tv_vgg
+
+    from faket_dask.kernels.nst.vgg import VGG19_LAYOUT, _vgg19_features_skeleton
+
+    ours, theirs = _vgg19_features_skeleton(), tv_vgg.make_layers(tv_vgg.cfgs["E"], batch_norm=False)
+    assert tuple(tv_vgg.cfgs["E"]) == VGG19_LAYOUT
+    assert [repr(m) for m in ours] == [repr(m) for m in theirs]
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    path = tmp_path / "w.pt"
+    torch.save(theirs.state_dict(), path)
+    env = dict(os.environ, FAKET_CACHE_DIR=str(tmp_path / "cache"))
+    draw = "import faket_dask.kernels.nst as nst; nst.build_vgg('random', seed=5)"
+    subprocess.run([sys.executable, "-c", draw], check=True, env=env)  # draws and caches
+    build = ("import sys, faket_dask.kernels.nst as nst\n"
+             f"nst.build_vgg({str(path)!r}); nst.build_vgg('random', seed=5)\n"
+             "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n")
+    subprocess.run([sys.executable, "-c", build], check=True, env=env)
 
 
 def test_params_are_torch_free():

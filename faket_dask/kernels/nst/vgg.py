@@ -31,14 +31,27 @@ class WeightsUnavailableError(RuntimeError):
     """The requested VGG-19 weights cannot be loaded without a download."""
 
 
-def _vgg19_features_skeleton() -> nn.Sequential:
-    """Uninitialised-weights VGG-19 ``features`` (the full model is not needed to load)."""
-    from torchvision.models import vgg as tv_vgg
+#: VGG-19's ``features`` (configuration "E" of Simonyan & Zisserman 2015, as torchvision's
+#: ``vgg.cfgs["E"]``): output channels of each 3×3 convolution, ``"M"`` a 2×2 max pooling.
+VGG19_LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+                                       512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 
-    try:
-        return tv_vgg.make_layers(tv_vgg.cfgs["E"], batch_norm=False)
-    except (AttributeError, KeyError):  # torchvision moved its internals: build the full model
-        return tv_vgg.vgg19(weights=None).features
+
+def _vgg19_features_skeleton() -> nn.Sequential:
+    """VGG-19 ``features`` with throw-away weights, laid out as torchvision's ``make_layers``
+    (conv 3×3 padding 1, ReLU(inplace), max pooling 2×2; the same module indices, so the same
+    state-dict keys; ``tests/kernels/test_nst_vgg.py`` compares). Why not torchvision's own:
+    importing torchvision costs ~1.9 s in every worker process, paid by its first NST task
+    (measured in the demo); loading weights needs only the layout."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for v in VGG19_LAYOUT:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(channels, int(v), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = int(v)
+    return nn.Sequential(*layers)
 
 
 def _random_vgg19_features(seed: int) -> nn.Sequential:
@@ -93,10 +106,12 @@ def random_weights_cache_path(seed: int) -> Path | None:
     root = os.environ.get(CACHE_ENV, "")
     if root.lower() == "none":
         return None
-    import torchvision
+    from importlib.metadata import version
 
+    # the installed distribution's version, not torchvision.__version__: importing
+    # torchvision costs ~1.9 s per process, and the key only needs to change with its code
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "faket-dask"
-    return base / f"vgg19-random-seed{int(seed)}-torch{torch.__version__}-tv{torchvision.__version__}.pt"
+    return base / f"vgg19-random-seed{int(seed)}-torch{torch.__version__}-tv{version('torchvision')}.pt"
 
 
 def _random_features_cached(seed: int) -> nn.Sequential:
