@@ -38,6 +38,19 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 DASHBOARD_ENV = "FAKET_DASHBOARD_ADDRESS"
 #: The dashboard address :func:`connect` uses unless told otherwise (port 8787, on loopback).
 DEFAULT_DASHBOARD = ":8787"
+
+#: Scheduler settings of the clusters :func:`connect` starts (a joined cluster keeps its own).
+#: ``worker-saturation: inf`` sends every ready task to a worker at once, where tasks run in
+#: priority order, instead of holding root tasks (reads) on the scheduler until a worker has
+#: fewer than ~1 task per thread assigned. Why: the pipeline's stages run side by side
+#: (pipeline/run.py), and a worker with a queue of NST tasks assigned counts as full, so a
+#: short stage's reads waited on the scheduler until the NST queue drained, whatever their
+#: priority: in the demo the style min/max of a stack took 14.5 s instead of 0.3 s, and the
+#: pipeline 109 s instead of 94 s (docs/benchmarks.md). The graphs here do not need the
+#: queueing for memory: reads are fused with their per-tilt work, and large stacks go through
+#: per-tilt tasks and scratch arrays (``benchmarks/bench_noise.py`` and
+#: ``bench_reconstruct_memory.py`` measure it).
+SCHEDULER_CONFIG: dict[str, Any] = {"distributed.scheduler.worker-saturation": "inf"}
 _LOOPBACK = "127.0.0.1"
 #: Where a SLURM cluster writes its workers' temporary TLS credentials unless its file sets
 #: ``options.shared_temp_directory``: a directory the compute nodes must also see.
@@ -343,12 +356,16 @@ def connect(
             except (OSError, TimeoutError) as exc:
                 raise FaketError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
         else:
-            if cluster_file:
-                cluster = cluster_from_file(cluster_file, dashboard)
-            elif gpus:
-                cluster = _cuda_cluster(dashboard)
-            else:
-                cluster = _local_cluster(workers, threads_per_worker, dashboard, processes)
+            import dask
+
+            # the scheduler reads it when it starts (SCHEDULER_CONFIG's docstring says why)
+            with dask.config.set(SCHEDULER_CONFIG):
+                if cluster_file:
+                    cluster = cluster_from_file(cluster_file, dashboard)
+                elif gpus:
+                    cluster = _cuda_cluster(dashboard)
+                else:
+                    cluster = _local_cluster(workers, threads_per_worker, dashboard, processes)
             client = Client(cluster)
             # warnings raised in our worker processes: one line each, like the CLI's
             from .messages import WarningFormatPlugin

@@ -31,6 +31,22 @@ def labels_only() -> Iterator[None]:
         _BARS.reset(token)
 
 
+# Scheduling priority of the computations of this thread (distributed's ``priority=``: higher
+# first); the pipeline gives each stage its own (pipeline/run.py, :func:`stage_priority`).
+_PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar("faket_dask_priority", default=0)
+
+
+@contextlib.contextmanager
+def priority(value: int) -> Iterator[None]:
+    """In this block (this thread), computations on a cluster run with Dask priority ``value``
+    (higher first; tasks of equal priority in submission order)."""
+    token = _PRIORITY.set(int(value))
+    try:
+        yield
+    finally:
+        _PRIORITY.reset(token)
+
+
 def _enabled() -> bool:
     return os.environ.get("FAKET_PROGRESS", "1") not in ("0", "false", "no")
 
@@ -81,7 +97,7 @@ def compute(obj: Any, *, label: str = "computing") -> Any:
     from distributed import wait
     from distributed.diagnostics.progressbar import progress
 
-    futures = client.compute(obj)
+    futures = client.compute(obj, priority=_PRIORITY.get())
     try:
         wait(futures, timeout=DELAY_S)
     except TimeoutError:

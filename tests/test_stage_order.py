@@ -23,16 +23,35 @@ def test_a_tomograms_stages_wait_only_for_what_they_read(tmp_path):
     # the noise model pools every reference stack; a tomogram's noise needs it and its own stages
     assert set(dep("noise_model")) >= {"measured/000", "measured/001", "measured/002"}
     assert set(dep("noise/001")) == {"specimen/001", "noiseless/001", "measured/001", "noise_model"}
-    # Grams read the style stacks only: they may run beside the noise stages
-    assert set(dep("style_grams/000")) == {"measured/000", "measured/001", "measured/002"}
-    # FakET of tomogram 1 reads its own noise and any style stack's Grams, never tomogram 0's noise
+    # Grams read their own style stack only (stack 0 is tomogram 1's measured tilt-series here):
+    # they may start while the other tomograms' first stages still run
+    assert dep("style_grams/000") == ["measured/001"]
+    assert dep("style_grams/002") == ["measured/000"]
+    # FakET of tomogram 1 reads its own noise and the Grams of its style stack ((1 + 1) mod 3)
     faket = set(dep("faket/001"))
-    assert {"noise/001", "style_grams/000", "style_grams/001", "style_grams/002"} <= faket
-    assert not faket & {"noise/000", "noise/002", "faket/000", "faket/002"}
+    assert {"noise/001", "style_grams/002"} <= faket
+    assert not faket & {"noise/000", "noise/002", "faket/000", "faket/002", "style_grams/000", "style_grams/001"}
     assert "faket/002" in dep("reconstruct/002") and "faket/001" not in dep("reconstruct/002")
-    # the report reads everything before it
+    # a tomogram's figures follow its reconstruction; the report reads everything before it
+    assert {"reconstruct/001", "faket/001"} <= set(dep("figures/001"))
+    assert "reconstruct/000" not in dep("figures/001")
     names = [n for n, _ in p.stages()]
     assert set(dep("report")) == set(names[:-1])
+
+
+def test_short_stages_go_first_and_tomograms_depth_first(tmp_path):
+    """Dask priorities of the stages (higher first): every short stage before any NST stage,
+    tomogram 0's later stages before tomogram 1's earlier ones, a style stack with the first
+    tomogram styled towards it."""
+    p = _pipeline(tmp_path, {"source": "microscope"})
+    pr = p.priority
+    assert min(pr(n) for n in ("specimen/002", "noise_model", "noise/002", "reconstruct/002",
+                               "figures/002", "report")) > max(pr(n) for n in ("faket/000", "style_grams/001"))
+    assert pr("faket/000") > pr("faket/001") > pr("faket/002")
+    assert pr("figures/000") > pr("reconstruct/000") > pr("specimen/001")
+    assert pr("figures/000") > pr("reconstruct/001")
+    # tomogram 0 is styled towards stack 1, tomogram 1 towards stack 2, tomogram 2 towards stack 0
+    assert pr("style_grams/001") > pr("style_grams/002") > pr("style_grams/000")
 
 
 def test_stages_of_one_kind_never_wait_for_each_other_and_order_is_respected(tmp_path):

@@ -53,13 +53,21 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("style_grams", "style_used", reads=("measured", "style_import")),
     StageSpec("faket", "tomogram"),
     StageSpec("reconstruct", "tomogram"),
+    StageSpec("figures", "tomogram", lambda c: c.report.figures),
     StageSpec("report", "once", lambda c: c.report.figures),
 )
 
 
+#: The NST kinds: long tasks (seconds each) that keep the workers busy. Every other kind is
+#: short and bound by latency (small computations with the client in the loop) and goes
+#: before them (:meth:`Pipeline.priority`).
+FILLER_KINDS = frozenset({"style_grams", "faket"})
+
+
 #: Most stages running side by side (:meth:`Pipeline._run_stages`); more would only queue on the
-#: cluster while their graphs sit in the client's memory.
-MAX_TOGETHER = 4
+#: cluster while their graphs sit in the client's memory. Six: three tomograms' NST stages and
+#: the reconstruction and figures of the first ones (depth first, :meth:`Pipeline.priority`).
+MAX_TOGETHER = 6
 
 
 @dataclass
@@ -103,16 +111,22 @@ class Pipeline(StageSteps):
     def depends_on(self, name: str) -> list[str]:
         """The stages of this run whose outputs stage ``name`` may read.
 
-        Per-tomogram stages read their own tomogram's outputs of earlier per-tomogram kinds;
-        anything else (``noise_model``, ``report``) may read every stage of an earlier kind,
-        and every per-tomogram stage may read every stage of an earlier kind that is not per
-        tomogram (``faket/001`` reads the Grams of any style stack). A kind with
-        :attr:`StageSpec.reads` reads only those kinds (``style_grams``: the style stacks).
-        Stages of one kind never read each other's outputs.
+        Per-tomogram stages read their own tomogram's outputs of earlier per-tomogram kinds,
+        every earlier stage that is once per run (``noise_model``), and of the per-style-stack
+        kinds only their own style stack's (``faket/001`` reads the Grams of stack
+        ``plan.style_of(1)``); anything else (``noise_model``, ``report``) may read every stage
+        of an earlier kind. ``style_grams/k`` reads style stack k only (the stage that writes
+        it). Stages of one kind never read each other's outputs. Why so narrow: a stage starts
+        as soon as what it reads exists; waiting for every style stack's Grams held the first
+        NST back by ~6 s in the demo while one stack's Grams finished on half-idle workers.
         """
         kind, _, idx = name.partition("/")
         specs = [s for s in STAGES if s.applies(self.cfg)]
         here = next(s for s in specs if s.name == kind)
+        if kind == "style_grams":
+            # the Grams of style stack k read that stack only: they start as soon as it exists,
+            # beside the other tomograms' first stages (which left workers half idle in the demo)
+            return [self._writer(self.plan.style_sources[int(idx)])]
         deps: list[str] = []
         # by kind, not over every stage of the run: this is asked once per stage
         for spec in specs[: specs.index(here)]:
@@ -122,9 +136,43 @@ class Pipeline(StageSteps):
                 deps.append(spec.name)
             elif here.per == spec.per == "tomogram":
                 deps.append(f"{spec.name}/{idx}")
+            elif here.per == "tomogram":  # a per-style-stack kind: its own stack's stage
+                deps.append(f"{spec.name}/{self.plan.style_of(int(idx)):03d}")
             else:
                 deps += [f"{spec.name}/{i:03d}" for i in self._indices(spec.per)]
         return deps
+
+    def _writer(self, path: str) -> str:
+        """The stage that writes style stack ``path`` (a measured tilt-series of the run)."""
+        for i in range(self.plan.n_tomos):
+            if path == st.tiltseries_var(i, "measured"):
+                return f"measured/{i:03d}"
+        for k in range(len(self.cfg.style_data.files)):
+            if path == st.reference_var(k, "measured"):
+                return f"style_import/{k:03d}"
+        raise ValueError(f"no stage of this run writes style stack {path}")  # a planning bug
+
+    def priority(self, name: str) -> int:
+        """Dask priority of stage ``name``'s tasks (higher first).
+
+        Why: with stages side by side, the queue decides what waits. Short stages bound by
+        latency (specimens, projections, the noise model and modalities, reconstructions,
+        figures) go before the NST stages (:data:`FILLER_KINDS`), whose long tasks fill the
+        gaps: queued behind the style Grams, the noise model held the first NST back by ~5 s
+        in the demo. Within each class tomograms go depth first (a lower index first, a
+        later kind of one tomogram before an earlier kind of the next), so tomogram 0 is
+        reconstructed and drawn while later tomograms are still being styled, instead of every
+        tomogram finishing its NST at the same moment and the reconstructions and figures
+        running on half-idle workers at the end.
+        """
+        kind, _, idx = name.partition("/")
+        spec = next(s for s in STAGES if s.name == kind)
+        depth = int(idx or 0)
+        if spec.per in ("style_file", "style_used"):
+            # a style stack goes with the first tomogram styled towards it
+            users = [i for i in range(self.plan.n_tomos) if self.plan.style_of(i) == depth]
+            depth = min(users, default=self.plan.n_tomos)
+        return STAGES.index(spec) - 20 * depth + (0 if kind in FILLER_KINDS else 10**7)
 
     def _run_stages(self, todo: list[tuple[str, Callable[[], None]]], client: Any) -> None:
         """Run stages side by side, each as soon as the stages it reads have completed.
@@ -132,7 +180,8 @@ class Pipeline(StageSteps):
         Why: one stage's graph leaves workers idle at its start (graph building, small reads)
         and at its end (the last tasks); with stages of three tomograms and of consecutive
         kinds side by side, the demo kept both workers busy (issue 15, docs/benchmarks.md).
-        At most :data:`MAX_TOGETHER` stages run at once; ready stages start in stage order.
+        At most :data:`MAX_TOGETHER` stages run at once; ready stages start in the order of
+        :meth:`priority` (stage order on ties).
         Each stage is recorded in the store as it completes, with its own time and the peak
         memory since the first stage started. After a failure no new stage starts; those
         running still complete, then the first failure in stage order is raised (the failed
@@ -141,7 +190,7 @@ class Pipeline(StageSteps):
         from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
         from ..memory import PeakMemory
-        from ..progress import labels_only
+        from ..progress import labels_only, priority
 
         names = [name for name, _ in todo]
         fns = dict(todo)
@@ -152,11 +201,12 @@ class Pipeline(StageSteps):
         def one(name: str, mem: PeakMemory, alone: bool) -> StageRecord:
             st.mark_stage(self.store, st.pipeline_stage_key(name), status="running", run_hash=self.hash)
             t0 = time.perf_counter()
-            if alone:
-                fns[name]()
-            else:
-                with labels_only():  # several bars on one terminal line would garble it
+            with priority(self.priority(name)):
+                if alone:
                     fns[name]()
+                else:
+                    with labels_only():  # several bars on one terminal line would garble it
+                        fns[name]()
             dt = time.perf_counter() - t0
             mem.read()
             st.mark_stage(self.store, st.pipeline_stage_key(name), status="complete", run_hash=self.hash,
@@ -177,6 +227,7 @@ class Pipeline(StageSteps):
                 waiting = list(names)
                 while waiting or running:
                     ready = [n for n in waiting if deps[n] <= done] if not errors else []
+                    ready.sort(key=self.priority, reverse=True)  # stable: stage order on ties
                     for name in ready[: MAX_TOGETHER - len(running)]:
                         waiting.remove(name)
                         self.log(f"[run ] {name}")

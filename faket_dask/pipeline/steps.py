@@ -5,7 +5,6 @@ come from :mod:`faket_dask.store.layout`.
 """
 from __future__ import annotations
 
-import shutil
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,6 +12,7 @@ import xarray as xr
 
 from .. import datamodel
 from .. import store as st
+from ..store.write_batch import one_graph
 from ..errors import FaketError
 from ..run_inputs import MATCH_OPTION
 from .plan import FIGURES, _resolve, derived_seed
@@ -143,18 +143,20 @@ class StageSteps:
         """NOISY, CONTENT and BASELINE of tomogram ``i`` (one noise field, docs/method.md §3)."""
         from ..noise_model import NoiseModel
         from ..params import MODALITY_NAMES
-        from ..stages.noise import add_noise_modality
+        from ..stages.noise import add_noise_modality, open_input
 
         model = NoiseModel.load(self.store)
         group = st.tiltseries_group(i)
-        p = st.open_var(self.store, st.tiltseries_var(i, "noiseless"))
+        p = open_input(self.store, st.tiltseries_var(i, "noiseless"))
         seed = derived_seed(self.cfg.seed, "noise")
-        # one function for every modality, with the config's orders and scales (as `noise apply`)
-        for name in MODALITY_NAMES:
-            arr = add_noise_modality(p, model, name, seed, tomo=i, params=self.cfg.noise,
-                                     match_angles=self.cfg.style_data.match_angles,
-                                     match_option=MATCH_OPTION)
-            st.save(arr, self.store, group, name=name, overwrite=True, progress=f"{name} {i}")
+        # one function for every modality, with the config's orders and scales (as `noise apply`);
+        # the three written in one graph: one wait for the cluster, not three (store/write_batch.py)
+        with one_graph(f"noise {i}"):
+            for name in MODALITY_NAMES:
+                arr = add_noise_modality(p, model, name, seed, tomo=i, params=self.cfg.noise,
+                                         match_angles=self.cfg.style_data.match_angles,
+                                         match_option=MATCH_OPTION)
+                st.save(arr, self.store, group, name=name, overwrite=True, progress=f"{name} {i}")
 
     def _style_kwargs(self, shape_yx: tuple[int, int]) -> dict[str, Any]:
         from ..params.nst import NSTParams
@@ -214,16 +216,19 @@ class StageSteps:
             first = next(iter(have.data_vars.values()))
             have = st.open(self.store, ts_group, tilts_per_chunk=tilts_per_task(first.shape))
         scratch = self.plan.out_dir / "_scratch"
-        for m in r.modalities:
-            if m not in have.data_vars:
-                continue
-            vol = reconstruct(have[m], binning=r.binning, filter=r.filter, z_valid=r.z_valid,
-                              thickness=r.thickness, device=self.plan.device, scratch_dir=scratch,
-                              task_bytes=self.task_bytes)
-            vol.attrs["modality"] = m
-            st.save_image(vol, self.store, st.tomogram_group(i), m, overwrite=True,
-                          progress=f"reconstructing {m} {i}")
-        self.labels(i)
+        # every volume and the labels in one graph: one wait for the cluster, not six
+        # (store/write_batch.py); the NST of other tomograms runs beside this stage
+        with one_graph(f"reconstructing {i}"):
+            for m in r.modalities:
+                if m not in have.data_vars:
+                    continue
+                vol = reconstruct(have[m], binning=r.binning, filter=r.filter, z_valid=r.z_valid,
+                                  thickness=r.thickness, device=self.plan.device, scratch_dir=scratch,
+                                  task_bytes=self.task_bytes)
+                vol.attrs["modality"] = m
+                st.save_image(vol, self.store, st.tomogram_group(i), m, overwrite=True,
+                              progress=f"reconstructing {m} {i}")
+            self.labels(i)
 
     def labels(self, i: int) -> None:
         """Class mask and particle table mapped to the tomogram grid (``tomo_i/labels``,
@@ -251,11 +256,23 @@ class StageSteps:
             out.to_zarr(str(self.store), group=st.labels_particles_group(i), mode="w",
                         zarr_format=3, consolidated=False)
 
-    def report(self) -> None:
-        """Figures of the run into ``OUT/figures``."""
+    def figures(self, i: int) -> None:
+        """Figures of tomogram ``i`` into ``OUT/figures`` (``tomo_NNN_*.png``).
+
+        A stage per tomogram, not one at the end: tomogram 0's figures are drawn while later
+        tomograms are still being styled (the report's ~6 s ran on half-idle workers at the
+        end of the demo)."""
         from ..report import write_report
 
         fig_dir = self.plan.out_dir / FIGURES
-        shutil.rmtree(fig_dir, ignore_errors=True)
-        paths = write_report(self.store, fig_dir)
-        self.log(f"       {len(paths)} figures in {fig_dir}")
+        for old in fig_dir.glob(f"{st.tomo_name(i)}_*.png"):
+            old.unlink()
+        write_report(self.store, fig_dir, tomos=[i], noise_curves=False)
+
+    def report(self) -> None:
+        """The run's own figures (the noise curves) into ``OUT/figures``, after every tomogram's."""
+        from ..report import write_report
+
+        fig_dir = self.plan.out_dir / FIGURES
+        write_report(self.store, fig_dir, tomos=[])
+        self.log(f"       {len(list(fig_dir.glob('*.png')))} figures in {fig_dir}")

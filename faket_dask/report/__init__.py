@@ -103,6 +103,7 @@ def write_report(
     out_dir: str | Path,
     *,
     tomos: Sequence[int] | None = None,
+    noise_curves: bool = True,
     dpi: int = 110,
 ) -> list[Path]:
     """Write the figures of a run store as PNGs into ``out_dir``.
@@ -127,6 +128,9 @@ def write_report(
     tomos : sequence of int, optional
         Tomogram indices to show (default: every ``tomo_NNN`` group of the store); indices
         without data are skipped.
+    noise_curves : bool
+        Also draw ``noise_curves.png`` (the pipeline draws each tomogram's figures in a stage
+        of its own, and the noise curves once).
     dpi : int
         Resolution of the PNGs.
 
@@ -144,7 +148,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures: list[LazyFigure] = []
-    if NOISE_MODEL_GROUP in root:
+    if noise_curves and NOISE_MODEL_GROUP in root:
         model = NoiseModel.load(store)
         path = out / "noise_curves.png"
         figures.append(LazyFigure([], lambda _: plot_noise_curves(model, path, dpi=dpi)))

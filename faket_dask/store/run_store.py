@@ -291,15 +291,22 @@ def rollback_on_error(store: str | Path, path: str, **info: Any) -> Iterator[Non
     except BaseException:
         if not existed:
             shutil.rmtree(p, ignore_errors=True)
-        elif is_store(p):
-            parent, _, name = path.strip("/").rpartition("/")
-            with contextlib.suppress(Exception):
-                root = zarr.open_group(str(p), mode="r+")
-                holder = root[parent] if parent else root
-                if name in holder:
-                    del holder[name]
-                mark_stage(p, path, status="failed", **info)
+        else:
+            undo_member(p, path, **info)
         raise
+
+
+def undo_member(store: str | Path, path: str, **info: Any) -> None:
+    """Remove member ``path`` of a run store and mark it ``failed`` (best effort, no errors)."""
+    if not is_store(store):
+        return
+    parent, _, name = path.strip("/").rpartition("/")
+    with contextlib.suppress(Exception):
+        root = zarr.open_group(str(store), mode="r+")
+        holder = root[parent] if parent else root
+        if name in holder:
+            del holder[name]
+        mark_stage(store, path, status="failed", **info)
 
 
 def save(
@@ -336,7 +343,7 @@ def save(
     str
         ``"GROUP/VAR"`` written.
     """
-    from ..progress import compute
+    from .write_batch import compute_or_defer
 
     name = name or (str(arr.name) if arr.name is not None else None)
     if not name:
@@ -357,8 +364,8 @@ def save(
         delayed = ds.to_zarr(
             str(store), group=group, mode="a", zarr_format=3, consolidated=False, compute=False
         )
-        compute(delayed, label=progress or f"writing {path}")
-        mark_stage(store, path, status="complete", **(stage_info or {}))
+        compute_or_defer(store, path, delayed, label=progress or f"writing {path}", info=stage_info,
+                         mark=mark_stage, undo=undo_member)
     return path
 
 
@@ -379,7 +386,7 @@ def save_image(
     the image group, and :func:`open` returns level 0 as variable ``name`` of ``group``.
     """
     from . import ngff
-    from ..progress import compute
+    from .write_batch import compute_or_defer
 
     path = f"{group.strip('/')}/{name}"
     split_var_path(path)
@@ -390,8 +397,9 @@ def save_image(
             del root[group][name]
         mark_stage(store, path, status="running", **(stage_info or {}))
         image = zarr.open_group(str(store), mode="r+").require_group(path)
-        compute(ngff.write_image(image, vol, levels=levels, name=name), label=progress or f"writing {path}")
-        mark_stage(store, path, status="complete", **(stage_info or {}))
+        compute_or_defer(store, path, ngff.write_image(image, vol, levels=levels, name=name),
+                         label=progress or f"writing {path}", info=stage_info,
+                         mark=mark_stage, undo=undo_member)
     return path
 
 
