@@ -156,7 +156,7 @@ def normal_block(
     nb = b1 - b0
     lead = x0 - 4 * b0
     rows_per_block = max(1, _BLOCK_COUNTERS // nb)
-    o_buf = np.empty((rows_per_block, nb, 4), dtype=np.float64)
+    o_buf = np.empty((rows_per_block, nb, 4), dtype=np.float64) if impl == "numpy" else None
     for ti, tilt in enumerate(tilts):
         for ys in range(y0, y1, rows_per_block):
             ye = min(y1, ys + rows_per_block)

@@ -34,8 +34,6 @@ class StageSpec:
     name: str
     per: str  # "tomogram" | "style_file" | "style_used" | "once"
     when: Callable[[RunConfig], bool] = lambda cfg: True
-    #: the earlier kinds whose outputs it reads (None: every earlier kind)
-    reads: tuple[str, ...] | None = None
 
     def applies(self, cfg: RunConfig) -> bool:
         """Whether this run has the stage."""
@@ -50,7 +48,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("style_import", "style_file", lambda c: c.style_data.source == "import"),
     StageSpec("noise_model", "once"),
     StageSpec("noise", "tomogram"),
-    StageSpec("style_grams", "style_used", reads=("measured", "style_import")),
+    StageSpec("style_grams", "style_used"),  # reads its own style stack only (depends_on)
     StageSpec("faket", "tomogram"),
     StageSpec("reconstruct", "tomogram"),
     StageSpec("figures", "tomogram", lambda c: c.report.figures),
@@ -130,8 +128,6 @@ class Pipeline(StageSteps):
         deps: list[str] = []
         # by kind, not over every stage of the run: this is asked once per stage
         for spec in specs[: specs.index(here)]:
-            if here.reads is not None and spec.name not in here.reads:
-                continue
             if spec.per == "once":
                 deps.append(spec.name)
             elif here.per == spec.per == "tomogram":
