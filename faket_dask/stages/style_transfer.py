@@ -50,6 +50,7 @@ from dask.base import tokenize
 
 from ..datamodel import TILT_DIMS
 from ..errors import InputError
+from ..graph_fusion import fuse_private_inputs
 from ..params.nst import NSTParams
 from ..tilt_pairing import is_identity, match_tilts
 from ._common import gpu_annotation
@@ -302,6 +303,9 @@ def style_transfer(
             concatenate=True, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),
             name=f"style-transfer-{token}",
         )
+    # each task reads its own inputs: no worker waits for a read queued behind the other
+    # worker's NST task (graph_fusion.py says why)
+    out = fuse_private_inputs(out)
     out = out.rechunk(content.data.chunks)
 
     attrs = {key: v for key, v in content.attrs.items() if key not in ("source", "noise_modality")}
