@@ -25,11 +25,13 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from .kernels.nst import TORCH_SUBMODULES
+
 __all__ = ["TORCH_MODULES", "TorchImportPlugin", "import_torch_everywhere"]
 
-#: What is imported: torch and the NST kernels (which import torch and torch.nn); torchvision
-#: is not, the VGG-19 builder imports it lazily on first use and SciPy never looks it up.
-TORCH_MODULES = ("torch", "faket_dask.kernels.nst")
+#: What is imported: torch and the NST kernels' torch modules (the package itself loads them
+#: on first use); torchvision is not, nothing of ours imports it and SciPy never looks it up.
+TORCH_MODULES = ("torch", *TORCH_SUBMODULES)
 
 
 def _import_all() -> None:
@@ -52,8 +54,8 @@ class TorchImportPlugin(WorkerPlugin):
         _import_all()
 
 
-def import_torch_everywhere(client: Any | None) -> None:
-    """Import torch in this process and in every worker of ``client``, both at once.
+def import_torch_everywhere(client: Any | None, *, here: bool = True) -> None:
+    """Import torch in every worker of ``client`` and (``here``) in this process, all at once.
 
     Call it before submitting the first graph whose tasks import torch while other graphs may
     run (the pipeline does at the start of a run with style stages; the module docstring says
@@ -64,6 +66,11 @@ def import_torch_everywhere(client: Any | None) -> None:
     ----------
     client : distributed.Client or None
         The run's client; None imports in this process only.
+    here : bool
+        Also import torch in this process. The pipeline passes False when its graphs are built
+        without torch (:func:`faket_dask.stages.style_settings.client_needs_torch`): one import
+        fewer at the start of a run, where three processes importing torch on 2 cores held
+        every stage back by ~6 s (issue 15, 2026-12-02).
 
     Raises
     ------
@@ -71,7 +78,8 @@ def import_torch_everywhere(client: Any | None) -> None:
         torch cannot be imported (it is a required dependency: a broken installation).
     """
     if client is None:
-        _import_all()
+        if here:
+            _import_all()
         return
     failed: list[BaseException] = []
 
@@ -83,7 +91,8 @@ def import_torch_everywhere(client: Any | None) -> None:
 
     t = threading.Thread(target=register, name="faket-import-torch-workers", daemon=True)
     t.start()
-    _import_all()  # the client's own import, while the workers do theirs
+    if here:
+        _import_all()  # the client's own import, while the workers do theirs
     t.join()
     if failed:
         raise failed[0]

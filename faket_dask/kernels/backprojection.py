@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from faket_dask.params import RECONSTRUCTION_BINNING, RECONSTRUCTION_FILTER, FilterName
 
 from .filters import apply_fourier_filter, bin_tilts, make_filter
+from .reconstruction_shapes import z_valid_slice  # re-exported: torch-free owner
 
 __all__ = [
     "backproject_slab",
@@ -192,30 +193,6 @@ def backproject_slab(
         acc *= scale
         out[z0:z1] = acc.reshape(z1 - z0, n, cy).permute(0, 2, 1)
     return out.cpu().numpy() if as_numpy else out
-
-
-def z_valid_slice(nz: int, z_valid: tuple[float, float]) -> slice:
-    """Slice of z indices kept by :func:`crop_z`.
-
-    Parameters
-    ----------
-    nz : int
-        Number of z slices of the volume.
-    z_valid : (float, float)
-        Relative start and stop in [0, 1], start < stop.
-
-    Returns
-    -------
-    slice
-        ``slice(floor(a·nz + 0.5), floor(b·nz + 0.5))``: both ends rounded half up to the
-        nearest slice boundary, stop exclusive. The SHREC fractions are 165/512 and 345/512
-        truncated to 5 decimals, so rounding (not truncating) recovers slices 165 … 344 of a
-        512-slice volume (180 slices).
-    """
-    a, b = (float(v) for v in z_valid)
-    if not (0.0 <= a < b <= 1.0):
-        raise ValueError(f"z_valid must satisfy 0 <= start < stop <= 1, got {z_valid}")
-    return slice(math.floor(a * nz + 0.5), math.floor(b * nz + 0.5))
 
 
 def crop_z(

@@ -24,6 +24,8 @@ import torch
 
 from faket_dask.params import CROWTHER, FILTER_NAMES, FilterName
 
+from .reconstruction_shapes import binned_shape  # re-exported: torch-free owner
+
 __all__ = [
     "binned_shape",
     "bin_tilts",
@@ -32,36 +34,6 @@ __all__ = [
     "make_filter",
     "apply_fourier_filter",
 ]
-
-def binned_shape(ny: int, nx: int, factor: int) -> tuple[int, int]:
-    """Shape of one tilt after :func:`bin_tilts`.
-
-    ``scipy.ndimage.zoom`` sizes each axis as ``int(round(n * (1 / factor)))``, with Python's
-    ``round`` (half to even) applied to the floating-point product. For ``factor = 2`` that is
-    ``n // 2`` for even ``n`` and, for odd ``n``, ``(n - 1) / 2`` or ``(n + 1) / 2``, whichever
-    is even (65 -> 32, 67 -> 34). Knowing the size without running the zoom lets the Dask stage
-    declare output chunks up front.
-
-    Parameters
-    ----------
-    ny, nx : int
-        Tilt rows and columns (pixels).
-    factor : int
-        Binning factor (>= 1).
-
-    Returns
-    -------
-    tuple of int
-        ``(ny_out, nx_out)`` in pixels.
-    """
-    if factor < 1:
-        raise ValueError(f"binning factor must be >= 1, got {factor}")
-    if factor == 1:
-        return ny, nx
-    z = 1.0 / factor
-    # Same expression as scipy.ndimage.zoom's output_shape, so the sizes agree bit for bit.
-    return int(round(ny * z)), int(round(nx * z))
-
 
 @functools.lru_cache(maxsize=8)
 def _zoom_matrix(n: int, factor: int) -> torch.Tensor:

@@ -212,8 +212,11 @@ class Pipeline(StageSteps):
 
         if any(name.split("/")[0] in _TORCH_KINDS for name in names):
             # before any stage runs: a process importing torch while another of its threads
-            # runs SciPy fails (torch_import.py); the client's style graphs need torch too
-            import_torch_everywhere(client)
+            # runs SciPy fails (torch_import.py); the client only where its graphs need torch
+            from ..stages.style_settings import client_needs_torch
+
+            import_torch_everywhere(client, here=client_needs_torch(self.plan.weights,
+                                                                   self.plan.device))
         done: set[str] = set()
         errors: dict[str, BaseException] = {}
         running: dict[Future, str] = {}
@@ -433,8 +436,8 @@ def simulate(
             return Pipeline(plan, log=emit).run()
 
 
-#: Stage kinds whose tasks import torch, and whose graphs are built with torch on the client
-#: (the NST settings: algorithm, versions, memory budget).
+#: Stage kinds whose tasks import torch (their graphs are built without it on the client, except
+#: for the options :func:`faket_dask.stages.style_settings.client_needs_torch` names).
 _TORCH_KINDS = frozenset({"style_grams", "faket"})
 
 

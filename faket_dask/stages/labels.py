@@ -19,7 +19,7 @@ def tomogram_grid(specimen_x: int, binning: int, thickness: int | None,
 
     ``thickness`` defaults to the binned width, as the reconstruction stage does.
     """
-    from ..kernels.backprojection import z_valid_slice
+    from ..kernels.reconstruction_shapes import z_valid_slice  # torch-free
 
     nz_full = thickness or specimen_x // binning
     sl = z_valid_slice(nz_full, z_valid) if z_valid else slice(0, nz_full)

@@ -82,7 +82,7 @@ def filter_tilts(
     InputError
         Unknown filter, binning < 1, or a Crowther fraction outside (0, 1].
     """
-    from ..kernels.filters import binned_shape
+    from ..kernels.reconstruction_shapes import binned_shape  # torch-free
 
     if filter not in FILTER_NAMES:
         raise InputError(f"unknown filter '{filter}' (choose {', '.join(FILTER_NAMES)})")
@@ -95,9 +95,11 @@ def filter_tilts(
     data = ts.data if isinstance(ts.data, da.Array) else da.from_array(np.asarray(ts.data))
     per_task = tilts_per_task((T, Y, X))
     whole = data.astype(np.float32).rechunk({0: per_task, 1: -1, 2: -1})
+    # meta given: without it Dask calls the kernel on an empty block here, on the client,
+    # which imports torch beside running stages (torch_import.py says why that must not be)
     out = whole.map_blocks(
         _bin_filter_block, binning, filter, crowther, chunks=(whole.chunks[0], (ny,), (nx,)),
-        dtype=np.float32,
+        dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),
     )
     pixel = datamodel.pixel_size_of(ts) * binning
     return datamodel.tiltseries(out, ts["tilt"].values, pixel, name=ts.name)
@@ -208,7 +210,8 @@ def reconstruct(
         slabs = filtered.data.rechunk({0: -1, 1: cy, 2: -1})
         with gpu_annotation(device):
             vol = slabs.map_blocks(_backproject_in_memory, angles, nz, device, dtype=np.float32,
-                                   chunks=((nz,), slabs.chunks[1], (nx,)))
+                                   chunks=((nz,), slabs.chunks[1], (nx,)),
+                                   meta=np.empty((0, 0, 0), np.float32))
         return _as_tomogram(vol, nz, ny, nx, cy, filtered, ts, binning, filter, z_valid)
     token = dask.base.tokenize(filtered.data, cy)
     root = Path(scratch_dir or tempfile.gettempdir()) / "faket-dask-scratch"
@@ -223,7 +226,8 @@ def reconstruct(
         barrier = dask.delayed(_all_written, pure=True)(list(stored.to_delayed().ravel()))
         template = da.empty((nz, ny, nx), chunks=(nz, cy, nx), dtype=np.float32)
         vol = template.map_blocks(
-            _backproject_block, barrier, path, angles, nz, device, dtype=np.float32
+            _backproject_block, barrier, path, angles, nz, device, dtype=np.float32,
+            meta=np.empty((0, 0, 0), np.float32),
         )
     return _as_tomogram(vol, nz, ny, nx, cy, filtered, ts, binning, filter, z_valid)
 
@@ -236,7 +240,7 @@ def _as_tomogram(vol: da.Array, nz: int, ny: int, nx: int, cy: int, filtered: xr
     out = datamodel.volume(vol, datamodel.pixel_size_of(filtered), name=ts.name,
                            attrs={"binning": binning, "filter": filter})
     if z_valid is not None:
-        from ..kernels.backprojection import z_valid_slice
+        from ..kernels.reconstruction_shapes import z_valid_slice
 
         out = out.isel(z=z_valid_slice(nz, z_valid))
         out.attrs["z_valid"] = list(z_valid)

@@ -33,6 +33,7 @@ __all__ = [
     "attrs_difference",
     "check_device_usable",
     "check_weights",
+    "client_needs_torch",
     "device_type",
     "extrema",
     "json_normal",
@@ -174,6 +175,19 @@ def check_weights(weights: Any) -> str:
     return str(p)
 
 
+def client_needs_torch(weights: Any, device: str | None, algorithm: str = "auto") -> bool:
+    """Whether building the NST graphs with these options imports torch in this process.
+
+    A weights file is loaded once to check it (:func:`check_weights`), ``algorithm="winograd"``
+    asks torch whether NNPACK works, and a device of None or ``"auto"`` asks torch for a GPU
+    (:func:`._common.resolve_device`); everything else the client decides is torch-free
+    (:mod:`faket_dask.kernels.nst.sizing`). Used to import torch before concurrent stages
+    only where it will be imported anyway (:mod:`faket_dask.torch_import` says why).
+    """
+    is_file = not (isinstance(weights, str) and weights in NAMED_WEIGHTS)
+    return is_file or algorithm == "winograd" or device in (None, "auto")
+
+
 def task_vgg(cfg: dict[str, Any]):
     """Worker side: the task's network (built once per worker process, ``get_vgg``).
 
@@ -194,10 +208,24 @@ def task_vgg(cfg: dict[str, Any]):
 # settings
 # --------------------------------------------------------------------------------------------
 def device_type(device: str) -> str:
-    """``"cpu"`` or ``"cuda"`` for a torch device string."""
-    import torch
+    """``"cpu"`` or ``"cuda"`` for a torch device string (no torch imported).
 
-    return torch.device(device).type
+    Raises
+    ------
+    ValueError
+        Not a device spelling.
+    """
+    from ..kernels.nst.sizing import device_kind
+
+    return device_kind(device)
+
+
+def _torch_version() -> str:
+    """torch's release (``"2.14.1"``) from the installed distribution's metadata: the same
+    string as ``torch.__version__`` without its local ``+cu…`` part, without importing torch."""
+    from importlib.metadata import version
+
+    return version("torch").split("+")[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,8 +246,6 @@ class Settings:
 
     def grams_attrs(self) -> dict[str, Any]:
         """The Gram-dataset attrs these settings imply (JSON types only)."""
-        import torch
-
         is_file = self.weights not in NAMED_WEIGHTS
         return {
             "weights": self.weights,
@@ -231,7 +257,7 @@ class Settings:
             "style_layers": [int(v) for v in self.params.style_layers],
             "device": device_type(self.device),
             "kernel_batch": int(self.kernel_batch),
-            "torch": torch.__version__.split("+")[0],
+            "torch": _torch_version(),
         }
 
     def kernel_cfg(self) -> dict[str, Any]:
@@ -269,10 +295,9 @@ def settings(
     InputError
         Bad precision, algorithm, tile, batch, seed, params, layers, device or weights.
     """
-    import torch
-
-    from ..kernels.nst import crop_shape, default_batch, resolve_algorithm
+    # torch-free (kernels.nst.sizing): the client builds the graph without importing torch
     from ..kernels.nst.budget import nst_task_bytes
+    from ..kernels.nst.sizing import crop_shape, default_batch, resolve_algorithm
 
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -295,8 +320,8 @@ def settings(
             raise InputError(f"NST layer {layer} is beyond VGG-19's features (0..{LAST_LAYER})")
     dev = resolve_device(device)
     try:
-        dtype = torch.device(dev).type
-    except (RuntimeError, TypeError) as exc:
+        dtype = device_type(dev)
+    except ValueError as exc:
         raise InputError(f"device: {exc}") from None
     if dtype not in ("cpu", "cuda"):
         raise InputError(f"device must be cpu or cuda, got {dev!r}")

@@ -21,14 +21,11 @@ path does (``docs/style.md``, "Precision and algorithm").
 """
 from __future__ import annotations
 
-import functools
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from ...params.nst import ALGORITHMS, Algorithm, Precision
-from .runtime import check_precision
+from .sizing import nnpack_available, resolve_algorithm, use_winograd  # re-exported
 
 __all__ = ["WINOGRAD_FROM", "conv3x3", "conv3x3_input_grad",
            "nnpack_available", "resolve_algorithm", "use_winograd"]
@@ -36,68 +33,6 @@ __all__ = ["WINOGRAD_FROM", "conv3x3", "conv3x3_input_grad",
 #: With ``algorithm="winograd"`` the convs from this ``features`` index on (conv3_1 …) run
 #: through NNPACK (measured: earlier layers flip ~0.1 % of the golden pixels' sign steps).
 WINOGRAD_FROM = 10
-
-
-@functools.cache
-def nnpack_available() -> bool:
-    """NNPACK usable (this also runs its one-time initialisation, which its conv needs)."""
-    try:
-        return bool(torch._nnpack_available())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _check_algorithm(algorithm: str) -> None:
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be 'auto', 'winograd' or 'direct', got {algorithm!r}")
-
-
-def use_winograd(algorithm: Algorithm, device: torch.device, precision: Precision,
-                 npix: int) -> bool:
-    """Whether a kernel call with these settings runs the deep convs through NNPACK: only for
-    ``algorithm="winograd"`` (``"auto"`` is direct).
-
-    Raises
-    ------
-    ValueError
-        Unknown algorithm, or ``"winograd"`` on CUDA or with bf16.
-    RuntimeError
-        ``"winograd"`` with a torch built without NNPACK.
-    """
-    _check_algorithm(algorithm)
-    if algorithm == "direct" or device.type != "cpu" or precision == "bf16":
-        if algorithm == "winograd" and (device.type != "cpu" or precision == "bf16"):
-            raise ValueError("algorithm='winograd' needs a CPU device and fp32/tf32 precision")
-        return False
-    if not nnpack_available():
-        if algorithm == "winograd":
-            raise RuntimeError("algorithm='winograd' needs a torch build with NNPACK")
-        return False
-    return algorithm == "winograd"
-
-
-def resolve_algorithm(
-    algorithm: Algorithm, device: torch.device | str | None, precision: Precision,
-    shape: tuple[int, int], *, single_threaded: bool = True,
-) -> Literal["winograd", "direct"]:
-    """What ``algorithm`` means for tilts of ``shape`` (y, x) on ``device``: ``"auto"`` is
-    ``"direct"`` (module docstring). ``single_threaded`` is kept for callers; the answer no
-    longer depends on the thread count. The Dask stage fixes the result when it builds the
-    graph, so every task uses the same arithmetic.
-
-    Returns
-    -------
-    {"winograd", "direct"}
-
-    Raises
-    ------
-    ValueError, RuntimeError
-        As :func:`use_winograd`; ValueError for an unknown precision.
-    """
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    npix = int(shape[0]) * int(shape[1])
-    check_precision(precision)
-    return "winograd" if use_winograd(algorithm, dev, precision, npix) else "direct"
 
 
 def _nnpack_conv(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:

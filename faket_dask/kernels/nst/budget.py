@@ -1,7 +1,7 @@
 """Memory of the NST kernels and the tile that fits a task's memory (no Dask here).
 
-The kernel owns its memory figures: :data:`NST_BYTES_PER_PIXEL` (what :func:`~.stylise.stylise`
-holds per tilt pixel at its peak) and the tiling halo (:func:`~.tiled.tile_halo`).
+The kernel owns its memory figures: :data:`NST_BYTES_PER_PIXEL` (what :func:`~.transfer.stylise`
+holds per tilt pixel at its peak) and the tiling halo (:func:`~.sizing.tile_halo`).
 :func:`auto_tile` turns a memory budget into a tile edge, None meaning the whole tilt fits;
 :func:`device_task_bytes` measures the memory one task may use on a device. Which budget a
 task gets on a cluster (the worker's memory limit divided by its threads) is the stage's
@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Final
 
 from ...params.nst import NSTParams
-from .tiled import crop_shape
+from .sizing import crop_shape
 
 __all__ = ["CUDA_FREE_FRACTION", "MIN_TILE", "NST_BYTES_PER_PIXEL", "auto_tile", "device_task_bytes",
            "nst_task_bytes"]
 
-#: Bytes :func:`~.stylise.stylise` holds per tilt pixel at its peak (activations of the VGG-19
+#: Bytes :func:`~.transfer.stylise` holds per tilt pixel at its peak (activations of the VGG-19
 #: prefix to relu5_1, the hand-written reverse pass and Adam's state), measured with
 #: ``benchmarks/bench_style.py`` at 256² on CPU: +270 MB for one tilt, +685 MB for four; the
 #: autograd reference holds ~4.8 kB. Linear in pixels (the activations are), so it holds at
@@ -31,7 +31,7 @@ MIN_TILE: Final = 64
 
 
 def nst_task_bytes(shape_yx: tuple[int, int], tilts: int = 1) -> int:
-    """Peak bytes of :func:`~.stylise.stylise` on ``tilts`` untiled tilts of ``shape_yx``."""
+    """Peak bytes of :func:`~.transfer.stylise` on ``tilts`` untiled tilts of ``shape_yx``."""
     return int(tilts) * int(shape_yx[0]) * int(shape_yx[1]) * NST_BYTES_PER_PIXEL
 
 
@@ -46,13 +46,13 @@ def auto_tile(shape_yx: tuple[int, int], budget_bytes: float, params: NSTParams 
     budget_bytes : float
         Memory one task may use (e.g. :func:`device_task_bytes`).
     params : NSTParams, optional
-        Method settings; their layers fix the tiling halo (:func:`~.tiled.tile_halo`).
+        Method settings; their layers fix the tiling halo (:func:`~.sizing.tile_halo`).
 
     Returns
     -------
     int or None
         None when the whole tilt fits; else the largest multiple of 16 (≥ :data:`MIN_TILE`)
-        whose crop (:func:`~.tiled.crop_shape`: tile + the halo on both sides) fits. When none
+        whose crop (:func:`~.sizing.crop_shape`: tile + the halo on both sides) fits. When none
         fits: :data:`MIN_TILE` if its crop is smaller than the tilt (the least memory there
         is), else None (a tilt smaller than one crop gains nothing from tiling).
     """

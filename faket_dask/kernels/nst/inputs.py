@@ -1,28 +1,16 @@
 """Argument handling shared by the NST kernels: stacks, devices, parameters, batch sizes."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ...params.nst import DEFAULT_BATCH_PIXELS, NSTParams
 from .runtime import single_threaded_active
+from .sizing import default_batch, params_with  # re-exported: torch-free owner
 
 __all__ = ["as_stack", "default_batch", "is_grams", "n_streams", "params_with", "resolve_device"]
-
-
-def params_with(params: NSTParams | None, overrides: Mapping[str, Any]) -> NSTParams:
-    """``params`` (default: the paper's) with single fields replaced (``lr=0.1``).
-
-    Raises
-    ------
-    TypeError
-        An override that is not an :class:`NSTParams` field.
-    """
-    return (params if params is not None else NSTParams()).replace(**overrides)
 
 
 def as_stack(a: np.ndarray | torch.Tensor, name: str, device: torch.device) -> torch.Tensor:
@@ -52,19 +40,6 @@ def resolve_device(vgg: nn.Module, device: torch.device | str | None) -> torch.d
 def is_grams(style: Any) -> bool:
     """Whether ``style`` is a list of Gram tensors (``style_grams``) rather than tilts."""
     return isinstance(style, (list, tuple)) and all(isinstance(g, torch.Tensor) for g in style)
-
-
-def default_batch(shape: tuple[int, int], device: torch.device | str | None = None) -> int:
-    """Tilts per pass when ``batch`` is not given: ``max(1, P // (H·W))``.
-
-    ``P`` is :data:`~faket_dask.params.nst.DEFAULT_BATCH_PIXELS` (``2**16`` on CPU: one tilt
-    at 256², 16 at 64²; ``2**20`` on CUDA). Memory: ``stylise`` holds ~2.6 kB per pixel and
-    tilt of the batch at its peak (measured at 256² on CPU: +270 MB for 1 tilt, +685 MB for
-    4; the autograd reference +316 MB for its single tilt).
-    """
-    kind = torch.device(device).type if device is not None else "cpu"
-    budget = DEFAULT_BATCH_PIXELS.get(kind, DEFAULT_BATCH_PIXELS["cpu"])
-    return max(1, budget // (int(shape[0]) * int(shape[1])))
 
 
 def n_streams(streams: int | None, device: torch.device, n_blocks: int) -> int:

@@ -103,14 +103,14 @@ def make_plan(vgg: nn.Module, device: torch.device, precision: Precision = "fp32
         A VGG ``features`` stack (``build_vgg``): 3×3 convs, ReLUs, 2×2 max pooling only.
     device : torch.device
     precision, algorithm : str
-        Decide the conv algorithm (:func:`.backend.use_winograd`) and the memory format.
+        Decide the conv algorithm (:func:`.sizing.use_winograd`) and the memory format.
     npix : int
         Pixels per tilt.
 
     Raises
     ------
     ValueError
-        An unsupported layer, or an impossible algorithm (see :func:`.backend.use_winograd`).
+        An unsupported layer, or an impossible algorithm (see :func:`.sizing.use_winograd`).
     """
     wino = use_winograd(algorithm, device, precision, npix)
     # channels_last only where tensor cores want it; on CPU plain NCHW oneDNN convolutions are

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ...params.nst import PRECISIONS
+from .sizing import check_precision  # re-exported: torch-free owner
 
 __all__ = ["kernel_runtime", "nst_runtime", "precision_scope", "single_threaded_active",
            "single_threaded_torch"]
@@ -60,12 +60,6 @@ def single_threaded_active() -> bool:
     """Whether some caller is inside :func:`single_threaded_torch` (then ``stylise`` runs one
     stream by default: the caller owns the parallelism)."""
     return _THREADS_STATE["users"] > 0
-
-
-def check_precision(precision: str) -> None:
-    """Raise ValueError unless ``precision`` is one of :data:`~faket_dask.params.nst.PRECISIONS`."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'fp32', 'tf32' or 'bf16', got {precision!r}")
 
 
 def precision_scope(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

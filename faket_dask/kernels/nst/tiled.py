@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...params.nst import SMSE_EPS, Algorithm, NSTParams, Precision, layer_kinds, layer_strides
-from .inputs import as_stack, default_batch, is_grams, params_with, resolve_device
+from ...params.nst import SMSE_EPS, Algorithm, NSTParams, Precision, layer_strides
+from .inputs import as_stack, is_grams, resolve_device
+from .sizing import crop_shape, default_batch, params_with, tile_halo
 from .loss import gram_backward, smse_and_grad, smse_grad_given, tv_and_grad
 from .optim import AdamEMA
 from .plan import Plan, features, make_plan, normalised_input, to_input
@@ -41,50 +42,6 @@ def check_tile(tile: int) -> None:
     """Raise ValueError unless ``tile`` is a positive multiple of 16 (pooling alignment)."""
     if tile <= 0 or tile % 16:
         raise ValueError(f"tile must be a positive multiple of 16, got {tile}")
-
-
-def tile_halo(params: NSTParams | None = None, *, backward: bool = True, **overrides: Any) -> int:
-    """Margin (pixels, a multiple of 16) around a tile that makes tiled results exact.
-
-    A tile is processed on a crop that extends ``halo`` pixels beyond it (less at the image
-    border). At the crop's artificial edges the convolutions see padding instead of the
-    neighbouring pixels; this *contamination* grows by one feature per 3×3 conv and halves
-    (rounding up) at each 2×2 pooling. ``backward=False``: the margin after which every
-    tap-layer feature of the tile is exact (pass 1, statistics). ``backward=True``: the margin
-    after which the gradient w.r.t. every tile pixel is exact, i.e. the contamination plus the
-    backward reach of the deepest tap (pass 2). Derived by propagating the contaminated prefix
-    through the layer sequence; for FakET's layers: 80 and 160 pixels.
-    """
-    p = params_with(params, overrides)
-    last = p.last_layer
-    kinds = layer_kinds()[: last + 1]
-    strides = layer_strides(last)
-    taps = set(p.content_layers) | set(p.style_layers)
-    contam: list[int] = []  # contaminated features from the crop edge after each op
-    c = 0
-    for k in kinds:
-        c = c + 1 if k == "conv" else (c + 1) // 2 if k == "pool" else c
-        contam.append(c)
-    if not backward:
-        need = max(contam[l] * strides[l] for l in taps)
-    else:
-        w = 0  # wrong gradient elements from the crop edge, at the current op's output
-        for i in range(last, -1, -1):
-            if i in taps or kinds[i] == "relu":  # tap gradients / ReLU masks of bad features
-                w = max(w, contam[i])
-            if kinds[i] == "pool":  # unpooling spreads each wrong element over its window
-                w = 2 * max(w, contam[i])
-            elif kinds[i] == "conv":  # the adjoint reaches one further, and misses the outside
-                w = w + 1
-        need = w
-    return -(-need // 16) * 16
-
-
-def crop_shape(shape: tuple[int, int], tile: int, params: NSTParams | None = None
-               ) -> tuple[int, int]:
-    """(y, x) of the largest crop (tile + the backward margin on both sides) of a tilt."""
-    halo = tile_halo(params, backward=True)
-    return (min(int(shape[0]), tile + 2 * halo), min(int(shape[1]), tile + 2 * halo))
 
 
 def tiles_of(h: int, w: int, tile: int) -> list[Tile]:
@@ -231,7 +188,7 @@ def stylise_tiled(
     Parameters
     ----------
     vgg, content, init, style, params, precision, algorithm, device, **overrides
-        As in :func:`~.stylise.stylise` (``algorithm="auto"`` decides by the whole tilt's
+        As in :func:`~.transfer.stylise` (``algorithm="auto"`` decides by the whole tilt's
         size).
     tile : int
         Tile edge in pixels, a multiple of 16 (module docstring: the two passes and margins).
