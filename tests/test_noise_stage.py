@@ -290,14 +290,19 @@ def test_add_noise_bit_identical_on_one_worker(noiseless, small_model, noisy):
 
 
 def test_open_input_reads_whole_tilts_without_merge_tasks(client, tmp_path, noiseless, small_model, noisy):
-    """A tilt-series stored in row slabs (as the projection stores 1024² tilts) is read one
-    whole tilt per task: no merge tasks, one fused task per tilt, the same bits."""
+    """A tilt-series stored in row slabs (as the projection stores 1024² tilts) is read in
+    whole tilts: no merge tasks, one fused task per chunk, the same bits. Small tilts go several
+    to a task (~1 MiB of input, at least 4 tasks); a 1 MiB tilt goes alone."""
     _, got = noisy
     fd.save(noiseless.chunk({"tilt": 1, "y": 24}), tmp_path / "s.zarr", "tomo_000/tiltseries")
     stored = fd.open_var(tmp_path / "s.zarr", "tomo_000/tiltseries/noiseless")
     assert stored.data.chunks[1] == (24, 24, 16)
     opened = sn.open_input(tmp_path / "s.zarr", "tomo_000/tiltseries/noiseless")
-    assert opened.data.chunks == ((1,) * NT, (64,), (64,))
+    k = -(-NT // 4)  # 64² tilts: 16 kB each, so the four-task floor decides
+    assert opened.data.chunks == ((k,) * (NT // k) + ((NT % k,) if NT % k else ()), (64,), (64,))
+    big = fd.tiltseries(np.ones((6, 512, 512), np.float32), np.arange(6.0), 10.0, name="big")
+    fd.save(big.chunk({"tilt": 1}), tmp_path / "s.zarr", "tomo_001/tiltseries")
+    assert sn.open_input(tmp_path / "s.zarr", "tomo_001/tiltseries/big").data.chunks[0] == (1,) * 6
     out = fd.add_noise(opened, small_model, seed=11)
     assert out.data.chunks == opened.data.chunks
     def layers(arr):

@@ -177,3 +177,18 @@ def test_open_groups_whole_tilts_per_chunk_without_changing_values_or_storage(tm
     np.testing.assert_array_equal(grouped.values, plain.values)
     arr = zarr.open_group(str(store), mode="r")["tomo_000/tiltseries/measured"]
     assert arr.chunks[0] == 1  # what is stored is untouched
+
+
+def test_a_tilt_series_is_stored_one_tilt_per_chunk_whatever_its_tasks(tmp_path):
+    """``save`` writes a tilt-series one tilt per Zarr chunk (the store's layout) even when a
+    task holds several tilts, so a stage writes its batches without splitting them; a volume
+    keeps its dask chunks."""
+    store = tmp_path / "r.zarr"
+    ts = tiltseries("faket").chunk({"tilt": 3, "y": 5})
+    fd.save(ts, store, "tomo_000/tiltseries")
+    root = zarr.open_group(str(store), mode="r")
+    assert root["tomo_000/tiltseries/faket"].chunks == (1, 5, ts.sizes["x"])
+    np.testing.assert_array_equal(fd.open_var(store, "tomo_000/tiltseries/faket").values, ts.values)
+    vol = volume("density").chunk({"z": 4})
+    fd.save(vol, store, "tomo_000/specimen")
+    assert zarr.open_group(str(store), mode="r")["tomo_000/specimen/density"].chunks[0] == 4

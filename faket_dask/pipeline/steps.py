@@ -200,8 +200,8 @@ class StageSteps:
                              match_angles=self.cfg.style_data.match_angles,
                              match_option=MATCH_OPTION)
         out.attrs["style"] = self.plan.style_sources[k]
-        # stored in CONTENT's chunks as stored (one tilt), not in the batches it was read in
-        out = out.chunk(content.encoding["preferred_chunks"])
+        # saved in the batches of its tasks: each task writes its tilts, one Zarr chunk per tilt
+        # (st.save), with no split task per tilt between the NST and the write
         st.save(out, self.store, group, name="faket", overwrite=True, progress=f"style transfer {i}")
 
     def reconstruct(self, i: int) -> None:

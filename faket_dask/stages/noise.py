@@ -287,13 +287,21 @@ def whole_tilts_fit(shape: Sequence[int], itemsize: int) -> bool:
     return (int(itemsize) + 16) * int(shape[1]) * int(shape[2]) <= chunking.DEFAULT_TASK_BYTES
 
 
+#: Input bytes of one whole-tilt noise task when tilts are small (:func:`open_input`).
+SMALL_TILTS_TASK_BYTES = 1 << 20
+
+
 def open_input(store, path: str) -> xr.DataArray:
     """Open ``GROUP/VAR`` of a run store as :func:`add_noise` reads it (lazy).
 
-    One whole tilt per chunk when :func:`whole_tilts_fit` (each task reads its own tilt, and
-    the result is written one tilt per chunk); otherwise the stored chunks. Why: a projection
+    Whole tilts per chunk when :func:`whole_tilts_fit` (each task reads its own tilts, and the
+    result is written one tilt per Zarr chunk); otherwise the stored chunks. Why: a projection
     stores 1024² tilts in two row slabs; merging them in the graph took two read tasks, a merge
-    task and often a transfer between workers per tilt (``benchmarks/bench_noise.py``).
+    task and often a transfer between workers per tilt (``benchmarks/bench_noise.py``). Small
+    tilts go several to a task, about :data:`SMALL_TILTS_TASK_BYTES` of input each and at least
+    4 tasks: a 128² tilt's noise takes ~3 ms, less than the task's own overhead and its Zarr
+    write (the demo's noise step: 549 tasks of one tilt). The noise does not depend on the
+    grouping (counter-based per tilt; ``tests/test_noise_stage.py``).
 
     Raises
     ------
@@ -303,8 +311,12 @@ def open_input(store, path: str) -> xr.DataArray:
     from .. import store as st
 
     ts = st.open_var(store, path)
-    if whole_tilts_fit(ts.shape, ts.dtype.itemsize) and any(len(c) > 1 for c in (ts.chunks or ((),))[1:]):
-        ts = st.open_var(store, path, tilts_per_chunk=1)
+    if not whole_tilts_fit(ts.shape, ts.dtype.itemsize):
+        return ts
+    T, Y, X = (int(n) for n in ts.shape)
+    k = max(1, min(-(-T // 4), SMALL_TILTS_TASK_BYTES // (ts.dtype.itemsize * Y * X)))
+    if k > 1 or any(len(c) > 1 for c in (ts.chunks or ((),))[1:]):
+        ts = st.open_var(store, path, tilts_per_chunk=k)
     return ts
 
 

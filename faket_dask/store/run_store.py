@@ -27,6 +27,7 @@ import zarr
 if TYPE_CHECKING:
     import xarray as xr
 
+from ..datamodel import TILT_DIMS
 from ..errors import FaketError, InputError, OutputExistsError
 from .codecs import compressors
 
@@ -324,7 +325,12 @@ def save(
     Parameters
     ----------
     arr : xarray.DataArray
-        Tilt-series or volume; its dask chunks become the Zarr chunks.
+        Tilt-series or volume; its dask chunks become the Zarr chunks, except that a
+        tilt-series (dims ``tilt, y, x``) is stored one tilt per Zarr chunk whatever its tilts
+        per dask chunk (the layout of ``docs/architecture.md``, "Chunking"): a task of k tilts
+        writes k chunks, so callers need not split batches into single tilts first (a
+        61-tilt 128² series: 16 write tasks of 4 tilts in 0.16 s against 61 in 0.38-0.58 s on
+        the 2-core VM, 2026-12-02).
     store : path
         Run store; created if missing.
     group : str
@@ -361,6 +367,9 @@ def save(
         mark_stage(store, path, status="running", **(stage_info or {}))
         ds = arr.to_dataset(name=name)
         clear_encoding(ds)
+        data = ds[name].data
+        if tuple(arr.dims) == TILT_DIMS and hasattr(data, "chunks") and data.chunks:
+            ds[name].encoding["chunks"] = (1, data.chunks[1][0], data.chunks[2][0])
         delayed = ds.to_zarr(
             str(store), group=group, mode="a", zarr_format=3, consolidated=False, compute=False
         )
