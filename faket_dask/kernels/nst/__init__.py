@@ -13,8 +13,7 @@ Where each piece lives (``docs/style.md``, "Code layout"):
 * :mod:`.optim` — :class:`AdamEMA` (torch's Adam arithmetic + the EMA of the iterates);
 * :mod:`.plan` — the VGG layers as a prepared plan of tensors (:func:`make_plan`);
 * :mod:`.backend` — direct vs NNPACK Winograd convolutions (``algorithm=``);
-* :mod:`.runtime` — :func:`nst_runtime`: precision and threads, entered once per task.
-
+* :mod:`.runtime` — :func:`nst_runtime`: precision and threads, entered once per task;
 * :mod:`.sizing` — the torch-free arithmetic a graph builder needs (:func:`crop_shape`,
   :func:`default_batch`, :func:`tile_halo`, :func:`resolve_algorithm`).
 
