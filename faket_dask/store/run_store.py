@@ -27,7 +27,6 @@ import zarr
 if TYPE_CHECKING:
     import xarray as xr
 
-from ..datamodel import TILT_DIMS
 from ..errors import FaketError, InputError, OutputExistsError
 from .codecs import compressors
 
@@ -349,6 +348,7 @@ def save(
     str
         ``"GROUP/VAR"`` written.
     """
+    from ..datamodel import TILT_DIMS  # here: `faket-dask info` imports this module without xarray
     from .write_batch import compute_or_defer
 
     name = name or (str(arr.name) if arr.name is not None else None)
