@@ -85,3 +85,17 @@ def volume_chunks(
 def n_chunks(n: int, c: int) -> int:
     """Number of chunks of size ``c`` covering ``n``."""
     return math.ceil(n / c)
+
+
+def tilts_per_task(shape: tuple[int, int, int], task_bytes: int, *, itemsize: int = 4,
+                   min_tasks: int = 1) -> int:
+    """Whole tilts per task of a ``(tilt, y, x)`` stack: at most ``task_bytes`` of input
+    (``itemsize`` bytes per pixel), at least ``min_tasks`` tasks, never 0.
+
+    The one rule of the stages that batch small tilts (noise, reconstruction, power spectra):
+    per-task costs (scheduling, a kernel's set-up, a Zarr write per chunk) are then paid once
+    per batch. A caller reading from a store opens the stack with this many tilts per chunk
+    (``store.open(tilts_per_chunk=...)``), so each task reads its own tilts.
+    """
+    n_t, ny, nx = (int(n) for n in shape)
+    return max(1, min(-(-n_t // max(1, min_tasks)), int(task_bytes) // max(1, ny * nx * itemsize)))

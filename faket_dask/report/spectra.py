@@ -12,6 +12,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..chunking import tilts_per_task
 from ..datamodel import TILT_DIMS
 from ..errors import InputError
 from ..kernels.power_spectrum import radial_bins, tilt_power
@@ -28,8 +29,7 @@ def spectrum_tilts_per_task(shape: tuple[int, int, int]) -> int:
     """Whole tilts per power-spectrum task of a (tilt, y, x) stack: up to
     :data:`SPECTRUM_TASK_BYTES` of float32, at least 1. The report opens tilt-series with this
     many tilts per chunk (``store.open(tilts_per_chunk=...)``), so each task reads its own."""
-    n_t, ny, nx = shape
-    return int(max(1, min(n_t, SPECTRUM_TASK_BYTES // (ny * nx * 4))))
+    return tilts_per_task(shape, SPECTRUM_TASK_BYTES)
 
 
 def _power_graph(ts: xr.DataArray) -> tuple[np.ndarray, da.Array]:

@@ -313,8 +313,8 @@ def open_input(store, path: str) -> xr.DataArray:
     ts = st.open_var(store, path)
     if not whole_tilts_fit(ts.shape, ts.dtype.itemsize):
         return ts
-    T, Y, X = (int(n) for n in ts.shape)
-    k = max(1, min(-(-T // 4), SMALL_TILTS_TASK_BYTES // (ts.dtype.itemsize * Y * X)))
+    k = chunking.tilts_per_task(ts.shape, SMALL_TILTS_TASK_BYTES, itemsize=ts.dtype.itemsize,
+                                min_tasks=4)
     if k > 1 or any(len(c) > 1 for c in (ts.chunks or ((),))[1:]):
         ts = st.open_var(store, path, tilts_per_chunk=k)
     return ts

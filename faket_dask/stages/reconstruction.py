@@ -114,8 +114,7 @@ def tilts_per_task(shape: tuple[int, int, int]) -> int:
     open the stack with this many tilts per chunk (``store.open(tilts_per_chunk=...)``), so
     that each task also reads its tilts itself (no separate read and merge tasks).
     """
-    T, Y, X = shape
-    return max(1, min(-(-T // 4), _TASK_INPUT_BYTES // max(1, Y * X * 4)))
+    return chunking.tilts_per_task(shape, _TASK_INPUT_BYTES, min_tasks=4)
 
 
 def _all_written(_results: list) -> bool:
