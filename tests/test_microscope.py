@@ -158,6 +158,17 @@ def test_output_chunks_follow_input(client):
     ts = _random_ts()
     out = simulate_microscope(ts, seed=0)
     assert out.chunks == ts.chunks
+
+
+def test_batches_of_whole_tilts_are_one_task_each_and_change_nothing(client):
+    ts = _random_ts(shape=(7, 64, 48))  # (1, 16, 48) chunks
+    batched = ts.chunk({"tilt": 3, "y": -1})
+    out = simulate_microscope(batched, seed=4, tomo=2)
+    assert out.chunks == batched.chunks
+    # a batch is one microscope task (the pipeline reads small tilts so)
+    assert len([k for k in out.data.__dask_graph__() if str(k[0] if isinstance(k, tuple) else k)
+                .startswith("_image_block")]) == 3
+    assert np.array_equal(out.values, simulate_microscope(ts, seed=4, tomo=2).values)
     assert out.dtype == np.float32 and out.name == "measured"
     assert out.dims == ("tilt", "y", "x")
     np.testing.assert_array_equal(out["tilt"].values, ts["tilt"].values)

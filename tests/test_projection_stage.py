@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 import faket_dask as fd
+from faket_dask.chunking import small_tilts_per_task
 from faket_dask.kernels.projection import radon_skimage_reference
 
 
@@ -21,6 +22,10 @@ def test_project_reproduces_golden_and_is_chunk_invariant(client, golden):
     av, bv = a.values, b.values
     assert _rel_l2(av, g["projections"]) < 1e-2
     assert np.array_equal(av, bv)
+    # one slab covers the detector: small whole tilts several to a chunk (the per-tilt stages'
+    # batches), the values the same
+    k = small_tilts_per_task((len(g["theta_deg"]), 64, 64))
+    assert k > 1 and b.data.chunks[1:] == ((64,), (64,)) and b.data.chunksize[0] == k
 
 
 def test_project_non_cubic_asymmetric_angles(client):

@@ -91,10 +91,11 @@ class StageSteps:
     def measured(self, i: int) -> None:
         """Reference microscope: ``tomo_i/tiltseries/measured`` from the noiseless projections."""
         from ..stages.microscope import simulate_microscope
-
+        from ..stages.noise import open_input
         from ..stages.projection import project
 
-        ts = st.open_var(self.store, st.tiltseries_var(i, "noiseless"))
+        # whole tilts, small ones several to a task, as the noise stage reads them
+        ts = open_input(self.store, st.tiltseries_var(i, "noiseless"))
         spec = st.open(self.store, st.specimen_group(i))
         # the absorption potential is projected here, lazily, for the microscope alone: it is
         # no FakET modality, so it is not stored
@@ -173,12 +174,19 @@ class StageSteps:
     def style_grams(self, k: int) -> None:
         """Gram matrices of style stack ``k`` (computed once, reused by every tomogram)."""
         from ..stages.style_grams import save_style_grams, style_grams_dataset
+        from ..stages.style_settings import settings
 
-        style = st.open_var(self.store, self.plan.style_sources[k])
-        # named by its store path, as `faket-dask style --style VAR` names it: one cache entry
-        style.attrs["source"] = self.plan.style_sources[k]
+        path = self.plan.style_sources[k]
         content_yx = tuple(self.plan.shapes_zyx[0][1:])
-        ds = style_grams_dataset(style, **self._style_kwargs(content_yx))
+        kw = self._style_kwargs(content_yx)
+        # read in the tilt batches of the Gram tasks: each task (and each range task) reads its
+        # own tilts, with no read and merge task per stored tilt (~240 tasks per stack in the demo)
+        shape_yx = tuple(st.open_var(self.store, path).shape[1:])
+        batch = settings(shape_yx, algorithm="auto", **kw).task_batch
+        style = st.open_var(self.store, path, tilts_per_chunk=batch)
+        # named by its store path, as `faket-dask style --style VAR` names it: one cache entry
+        style.attrs["source"] = path
+        ds = style_grams_dataset(style, **kw)
         save_style_grams(ds, self.store, self._grams_group(k), overwrite=True)
 
     def faket(self, i: int) -> None:

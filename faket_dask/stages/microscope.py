@@ -6,10 +6,10 @@ defaults are :class:`faket_dask.params.MicroscopeParams`. The specimen is in vol
 ``noiseless`` tilt-series (``−∫V dl`` in V·voxel, :func:`faket_dask.project`) times the pixel
 size and the interaction constant is the phase: nothing is rescaled.
 
-The lens and the detector MTF are 2D Fourier filters, so each task holds one *whole* tilt: the
-input is regrouped to ``(1, Y, X)`` chunks (only the y-chunks of one tilt are concatenated),
-:func:`faket_dask.kernels.microscope.image_tilt` runs per tilt, and the result is split back
-into the input's ``(1, cy, X)`` chunks. Every tilt's generator is keyed by
+The lens and the detector MTF are 2D Fourier filters, so each task holds *whole* tilts: the
+input's y-chunks are joined (its tilt chunks kept: ``(1, Y, X)`` from ``(1, cy, X)``, or the
+caller's batches of small whole tilts, as the pipeline reads them), :func:`faket_dask.kernels.
+microscope.image_tilt` runs per tilt, and the result is split back into the input's chunks. Every tilt's generator is keyed by
 ``(seed, tomo, tilt index)``, so the output is bit-identical for any chunking or cluster.
 """
 from __future__ import annotations
@@ -179,11 +179,13 @@ def simulate_microscope(
     kparams = _kernel_params(p, angles.size, ice_A)
     ice_std = np.array([_ice_std(p, ice_A, a, pixel) for a in angles])
 
-    arrays = [data.rechunk({0: 1, 1: -1, 2: -1})]  # whole tilts: one tilt's y-chunks joined
+    # whole tilts: a tilt's y-chunks joined, the caller's tilt grouping kept (a batch of small
+    # tilts is one task; the pipeline reads them so)
+    arrays = [data.rechunk({1: -1, 2: -1})]
     if absorption is not None:
         w = absorption.data if isinstance(absorption.data, da.Array) else da.from_array(
             np.asarray(absorption.data))
-        arrays.append(w.astype(np.float32).rechunk({0: 1, 1: -1, 2: -1}))
+        arrays.append(w.astype(np.float32).rechunk(arrays[0].chunks))
     measured = da.map_blocks(
         _image_block, *arrays, angles=angles, pixel_size_A=pixel, seed=int(seed), tomo=int(tomo),
         kparams=kparams, ice_std=ice_std, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),

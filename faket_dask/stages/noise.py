@@ -287,8 +287,9 @@ def whole_tilts_fit(shape: Sequence[int], itemsize: int) -> bool:
     return (int(itemsize) + 16) * int(shape[1]) * int(shape[2]) <= chunking.DEFAULT_TASK_BYTES
 
 
-#: Input bytes of one whole-tilt noise task when tilts are small (:func:`open_input`).
-SMALL_TILTS_TASK_BYTES = 1 << 20
+#: Input bytes of one whole-tilt noise task when tilts are small (:func:`open_input`); the rule
+#: is :func:`faket_dask.chunking.small_tilts_per_task`'s.
+SMALL_TILTS_TASK_BYTES = chunking.SMALL_TILTS_TASK_BYTES
 
 
 def open_input(store, path: str) -> xr.DataArray:
@@ -313,8 +314,7 @@ def open_input(store, path: str) -> xr.DataArray:
     ts = st.open_var(store, path)
     if not whole_tilts_fit(ts.shape, ts.dtype.itemsize):
         return ts
-    k = chunking.tilts_per_task(ts.shape, SMALL_TILTS_TASK_BYTES, itemsize=ts.dtype.itemsize,
-                                min_tasks=4)
+    k = chunking.small_tilts_per_task(ts.shape, itemsize=ts.dtype.itemsize)
     if k > 1 or any(len(c) > 1 for c in (ts.chunks or ((),))[1:]):
         ts = st.open_var(store, path, tilts_per_chunk=k)
     return ts

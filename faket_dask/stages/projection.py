@@ -2,7 +2,10 @@
 
 One task per y-slab: it reads the volume slab ``(Z, cy, X)`` and computes ``(T, cy, X)`` with
 :func:`faket_dask.kernels.projection.project_slab`; the result is then split (not moved) into
-the tilt-series' ``(1, cy, X)`` chunks.
+the tilt-series' ``(1, cy, X)`` chunks, or, when one slab covers the detector, into batches of
+whole tilts (:func:`faket_dask.chunking.small_tilts_per_task`: several small tilts to a chunk,
+one tilt of 1 MiB or more). A run store holds either one tilt per Zarr chunk
+(:func:`faket_dask.store.save`).
 """
 from __future__ import annotations
 
@@ -54,7 +57,8 @@ def project(
     Returns
     -------
     xarray.DataArray, dims (tilt, y, x), float32
-        ``-radon`` of every (z, x) plane, detector cropped to X; chunks ``(1, cy, X)``; same
+        ``-radon`` of every (z, x) plane, detector cropped to X; chunks ``(1, cy, X)``, or
+        ``(k, Y, X)`` when ``cy`` covers Y (``k`` = :func:`chunking.small_tilts_per_task`); same
         ``y``/``x`` coordinates and pixel size as the volume. Identical for any ``cy``.
 
     Raises
@@ -86,5 +90,8 @@ def project(
             dtype=np.float32,
             meta=np.empty((0, 0, 0), np.float32),
         )
-    proj = proj.rechunk({0: 1})
+    # Split into what the per-tilt stages after it take: small whole tilts several to a chunk
+    # (the demo's 61 × 128² in 4 chunks, not 61: each split, read and write is a task).
+    per = chunking.small_tilts_per_task((angles.size, ny, nx)) if len(slabs.chunks[1]) == 1 else 1
+    proj = proj.rechunk({0: per})
     return datamodel.tiltseries(proj, angles, datamodel.pixel_size_of(volume), name="noiseless")
