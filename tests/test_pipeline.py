@@ -83,6 +83,22 @@ def test_rerun_skips_every_stage(reference_run, tmp_path):
     assert_same_arrays(read_arrays(out / "run.zarr"), reference_run["arrays"])
 
 
+def test_a_finished_run_is_consolidated_at_its_end_with_every_group(reference_run):
+    """The pipeline consolidates the store once, after its last stage (not after each stage):
+    the snapshot exists and holds the last stage's groups, so plain ``xr.open_zarr`` is quiet
+    and complete."""
+    import json
+
+    store = reference_run["out"] / "run.zarr"
+    snapshot = json.loads((store / "zarr.json").read_text()).get("consolidated_metadata")
+    assert snapshot is not None
+    last = max(int(k.split("/")[0][5:]) for k in snapshot["metadata"] if k.startswith("tomo_"))
+    assert f"tomo_{last:03d}/tomogram/faket" in snapshot["metadata"]
+    stages = json.loads((store / "zarr.json").read_text())["attributes"]["stages"]
+    assert stages[f"pipeline/reconstruct_faket/{last:03d}"]["status"] == "complete"
+    assert "consolidate_after" not in stages[f"pipeline/reconstruct_faket/{last:03d}"]
+
+
 def _wait_for_stage(store: Path, key: str, proc: subprocess.Popen, timeout: float = 300) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:

@@ -10,10 +10,12 @@
 4. ``noise_model``   the noise model over all style stacks (paired when noiseless projections
    exist, else the unpaired estimate)
 5. ``noise``         NOISY, CONTENT and BASELINE of every tomogram (one noise field each)
-6. ``style_grams``   Gram matrices of every style stack, once, kept in the store
-7. ``faket``         NST: tomogram i styled with style stack (i + 1) mod K (the paper's pairing)
-8. ``reconstruct``   tomograms of every modality + labels mapped to the tomogram grid
-9. ``report``        figures (``OUT/figures``); ``OUT/summary.json`` is written after every run
+6. ``reconstruct``   tomograms of every modality but FAKET + labels mapped to the tomogram grid
+7. ``style_grams``   Gram matrices of every style stack, once, kept in the store
+8. ``faket``         NST: tomogram i styled with style stack (i + 1) mod K (the paper's pairing)
+9. ``reconstruct_faket``   the FAKET tomogram
+10. ``figures``, ``report``   figures (``OUT/figures``: each tomogram's, then the noise curves);
+   ``OUT/summary.json`` is written after every run
 
 Every stage writes its outputs to ``OUT/run.zarr`` and is then recorded as complete (with the
 config hash) in the store's root attributes. A rerun of the same config skips complete stages

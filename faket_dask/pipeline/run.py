@@ -48,9 +48,12 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("style_import", "style_file", lambda c: c.style_data.source == "import"),
     StageSpec("noise_model", "once"),
     StageSpec("noise", "tomogram"),
+    # every modality but FAKET, and the labels: they need not wait for the NST (the last
+    # tomogram's FAKET is then the only reconstruction left at the end of a run)
+    StageSpec("reconstruct", "tomogram"),
     StageSpec("style_grams", "style_used"),  # reads its own style stack only (depends_on)
     StageSpec("faket", "tomogram"),
-    StageSpec("reconstruct", "tomogram"),
+    StageSpec("reconstruct_faket", "tomogram", lambda c: "faket" in c.reconstruction.modalities),
     StageSpec("figures", "tomogram", lambda c: c.report.figures),
     StageSpec("report", "once", lambda c: c.report.figures),
 )
@@ -210,7 +213,7 @@ class Pipeline(StageSteps):
             dt = time.perf_counter() - t0
             mem.read()
             st.mark_stage(self.store, st.pipeline_stage_key(name), status="complete", run_hash=self.hash,
-                          seconds=round(dt, 3), peak_worker_MiB=round(mem.max_worker_MiB, 1),
+                          consolidate_after=False, seconds=round(dt, 3), peak_worker_MiB=round(mem.max_worker_MiB, 1),
                           peak_client_MiB=round(mem.client_MiB, 1), inputs=inputs[name])
             return StageRecord(name, "done", dt, mem.max_worker_MiB, mem.client_MiB)
 
@@ -349,6 +352,7 @@ class Pipeline(StageSteps):
             todo.append((name, fn))
         if todo:
             self._run_stages(todo, client)
+            st.consolidate(self.store)  # once, now that no stage runs (mark_stage's docstring)
         fig_dir = self.plan.out_dir / FIGURES
         if fig_dir.is_dir():  # counted here: the report may finish before the last figures
             self.log(f"       {len(list(fig_dir.glob('*.png')))} figures in {fig_dir}")

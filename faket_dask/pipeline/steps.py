@@ -213,7 +213,16 @@ class StageSteps:
         st.save(out, self.store, group, name="faket", overwrite=True, progress=f"style transfer {i}")
 
     def reconstruct(self, i: int) -> None:
-        """Tomograms of every modality of tomogram ``i`` and its labels on the tomogram grid."""
+        """Tomograms of every modality of tomogram ``i`` but FAKET, and its labels on the
+        tomogram grid (FAKET's: :meth:`reconstruct_faket`, after the NST)."""
+        self._reconstruct(i, [m for m in self.cfg.reconstruction.modalities if m != "faket"],
+                          labels=True)
+
+    def reconstruct_faket(self, i: int) -> None:
+        """The FAKET tomogram of tomogram ``i`` (the one reconstruction that waits for the NST)."""
+        self._reconstruct(i, ["faket"], labels=False)
+
+    def _reconstruct(self, i: int, modalities: list[str], *, labels: bool) -> None:
         from ..stages.reconstruction import reconstruct, tilts_per_task
 
         r = self.cfg.reconstruction
@@ -227,7 +236,7 @@ class StageSteps:
         # every volume and the labels in one graph: one wait for the cluster, not six
         # (store/write_batch.py); the NST of other tomograms runs beside this stage
         with one_graph(f"reconstructing {i}"):
-            for m in r.modalities:
+            for m in modalities:
                 if m not in have.data_vars:
                     continue
                 vol = reconstruct(have[m], binning=r.binning, filter=r.filter, z_valid=r.z_valid,
@@ -236,7 +245,8 @@ class StageSteps:
                 vol.attrs["modality"] = m
                 st.save_image(vol, self.store, st.tomogram_group(i), m, overwrite=True,
                               progress=f"reconstructing {m} {i}")
-            self.labels(i)
+            if labels:
+                self.labels(i)
 
     def labels(self, i: int) -> None:
         """Class mask and particle table mapped to the tomogram grid (``tomo_i/labels``,
