@@ -36,9 +36,14 @@ def test_a_tomograms_stages_wait_only_for_what_they_read(tmp_path):
     assert set(dep("reconstruct/002")) == {"specimen/002", "noiseless/002", "measured/002",
                                            "noise_model", "noise/002"}
     assert "faket/002" in dep("reconstruct_faket/002") and "faket/001" not in dep("reconstruct_faket/002")
-    # a tomogram's figures follow its reconstructions; the report (the noise curves) reads the
-    # noise model only, so it does not wait for the last tomogram
-    assert {"reconstruct/001", "reconstruct_faket/001", "faket/001"} <= set(dep("figures/001"))
+    # a tomogram's tilt-series figures follow its FAKET, its central slices its tomograms only
+    # (the two figure stages run side by side); the report (the noise curves) reads the noise
+    # model only, so it does not wait for the last tomogram
+    assert {"reconstruct/001", "faket/001"} <= set(dep("figures/001"))
+    assert "reconstruct_faket/001" not in dep("figures/001")
+    assert set(dep("slices/001")) == {"reconstruct/001", "reconstruct_faket/001"}
+    # nothing waits for PNGs: the FAKET tomogram is made beside the tilt-series figures
+    assert "figures/001" not in dep("reconstruct_faket/001")
     assert "reconstruct/000" not in dep("figures/001")
     assert dep("report") == ["noise_model"]
 
@@ -50,12 +55,14 @@ def test_short_stages_go_first_and_tomograms_depth_first(tmp_path):
     p = _pipeline(tmp_path, {"source": "microscope"})
     pr = p.priority
     assert min(pr(n) for n in ("specimen/002", "noise_model", "noise/002", "reconstruct/002",
-                               "reconstruct_faket/002", "figures/002", "report")) > max(pr(n) for n in ("faket/000", "style_grams/001"))
+                               "reconstruct_faket/002", "figures/002", "slices/002", "report")) > max(pr(n) for n in ("faket/000", "style_grams/001"))
     assert pr("faket/000") > pr("faket/001") > pr("faket/002")
     assert pr("figures/000") > pr("reconstruct/000") > pr("specimen/001")
     assert pr("figures/000") > pr("reconstruct/001")
     # tomogram 0 is styled towards stack 1, tomogram 1 towards stack 2, tomogram 2 towards stack 0
     assert pr("style_grams/001") > pr("style_grams/002") > pr("style_grams/000")
+    # every stack's Grams before any NST: an NST never waits for Grams queued behind another NST
+    assert pr("style_grams/000") > pr("faket/000")
 
 
 def test_stages_of_one_kind_never_wait_for_each_other_and_order_is_respected(tmp_path):

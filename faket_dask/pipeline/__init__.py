@@ -13,8 +13,9 @@
 6. ``reconstruct``   tomograms of every modality but FAKET + labels mapped to the tomogram grid
 7. ``style_grams``   Gram matrices of every style stack, once, kept in the store
 8. ``faket``         NST: tomogram i styled with style stack (i + 1) mod K (the paper's pairing)
-9. ``reconstruct_faket``   the FAKET tomogram
-10. ``figures``, ``report``   figures (``OUT/figures``: each tomogram's, then the noise curves);
+9. ``figures``       each tomogram's tilt-series figures (``OUT/figures``)
+10. ``reconstruct_faket``   the FAKET tomogram
+11. ``slices``, ``report``   the central slices of each tomogram's tomograms; the noise curves.
    ``OUT/summary.json`` is written after every run
 
 Every stage writes its outputs to ``OUT/run.zarr`` and is then recorded as complete (with the

@@ -53,10 +53,18 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("reconstruct", "tomogram"),
     StageSpec("style_grams", "style_used"),  # reads its own style stack only (depends_on)
     StageSpec("faket", "tomogram"),
-    StageSpec("reconstruct_faket", "tomogram", lambda c: "faket" in c.reconstruction.modalities),
+    # a tomogram's tilt-series figures need its FAKET only; its central slices, the FAKET
+    # tomogram too (depends_on): the two run side by side at the end of a run
     StageSpec("figures", "tomogram", lambda c: c.report.figures),
+    StageSpec("reconstruct_faket", "tomogram", lambda c: "faket" in c.reconstruction.modalities),
+    StageSpec("slices", "tomogram", lambda c: c.report.figures),
     StageSpec("report", "once", lambda c: c.report.figures),
 )
+
+
+#: The kinds that only draw PNGs (``OUT/figures``): no stage reads what they write, so no stage
+#: waits for them (:meth:`Pipeline.depends_on`).
+FIGURE_KINDS = frozenset({"figures", "slices", "report"})
 
 
 #: The NST kinds: long tasks (seconds each) that keep the workers busy. Every other kind is
@@ -116,7 +124,9 @@ class Pipeline(StageSteps):
         every earlier stage that is once per run (``noise_model``), and of the per-style-stack
         kinds only their own style stack's (``faket/001`` reads the Grams of stack
         ``plan.style_of(1)``); ``noise_model`` may read every stage of an earlier kind.
-        ``style_grams/k`` reads style stack k only (the stage that writes it); ``report`` draws
+        No stage reads the figure stages' PNGs (:data:`FIGURE_KINDS`), so none waits for them.
+        ``style_grams/k`` reads style stack k only (the stage that writes it); ``slices/i`` the
+        tomograms of tomogram i only (``reconstruct/i``, ``reconstruct_faket/i``); ``report`` draws
         the noise curves only (each tomogram's figures are ``figures/i``), so it reads the
         noise model only and no longer waits for the last tomogram (~1.5 s off the end of the
         demo, session 13). Stages of one kind never read each other's outputs. Why so narrow: a stage starts
@@ -132,9 +142,14 @@ class Pipeline(StageSteps):
             return [self._writer(self.plan.style_sources[int(idx)])]
         if kind == "report":
             return [s.name for s in specs if s.name == "noise_model"]
+        if kind == "slices":
+            # the central slices read the tomograms only (not the tilt-series figures)
+            return [f"{s.name}/{idx}" for s in specs if s.name in ("reconstruct", "reconstruct_faket")]
         deps: list[str] = []
         # by kind, not over every stage of the run: this is asked once per stage
         for spec in specs[: specs.index(here)]:
+            if spec.name in FIGURE_KINDS:
+                continue  # PNGs: no stage reads them
             if spec.per == "once":
                 deps.append(spec.name)
             elif here.per == spec.per == "tomogram":
@@ -166,7 +181,11 @@ class Pipeline(StageSteps):
         later kind of one tomogram before an earlier kind of the next), so tomogram 0 is
         reconstructed and drawn while later tomograms are still being styled, instead of every
         tomogram finishing its NST at the same moment and the reconstructions and figures
-        running on half-idle workers at the end.
+        running on half-idle workers at the end. Among the long tasks every style stack's Grams
+        go before any NST (session 14): an NST stage waits for its stack's Grams, and when the
+        last Grams of a stack sat queued behind the first tomogram's NST, all on one worker
+        (Dask did not move them), the next NST waited ~8 s beside an idle worker in the demo;
+        with the Grams first, the NST tasks of the stacks that are ready fill such gaps.
         """
         kind, _, idx = name.partition("/")
         spec = next(s for s in STAGES if s.name == kind)
@@ -175,7 +194,8 @@ class Pipeline(StageSteps):
             # a style stack goes with the first tomogram styled towards it
             users = [i for i in range(self.plan.n_tomos) if self.plan.style_of(i) == depth]
             depth = min(users, default=self.plan.n_tomos)
-        return STAGES.index(spec) - 20 * depth + (0 if kind in FILLER_KINDS else 10**7)
+        cls = 0 if kind not in FILLER_KINDS else (-10**6 if kind == "faket" else -2 * 10**5)
+        return STAGES.index(spec) - 20 * depth + 10**7 + cls
 
     def _run_stages(self, todo: list[tuple[str, Callable[[], None]]], client: Any) -> None:
         """Run stages side by side, each as soon as the stages it reads have completed.

@@ -275,21 +275,34 @@ class StageSteps:
                         zarr_format=3, consolidated=False)
 
     def figures(self, i: int) -> None:
-        """Figures of tomogram ``i`` into ``OUT/figures`` (``tomo_NNN_*.png``).
+        """Tilt-series figures of tomogram ``i`` into ``OUT/figures``: ``tomo_NNN_montage_*.png``
+        and ``tomo_NNN_power_spectra.png`` (its central slices: :meth:`slices`).
 
         A stage per tomogram, not one at the end: tomogram 0's figures are drawn while later
         tomograms are still being styled (the report's ~6 s ran on half-idle workers at the
         end of the demo)."""
+        self._draw(i, tilt_series=True)
+
+    def slices(self, i: int) -> None:
+        """``tomo_NNN_central_slices.png``: the central slices of tomogram ``i``'s tomograms, drawn
+        as soon as its FAKET tomogram exists (beside :meth:`figures`)."""
+        self._draw(i, tilt_series=False)
+
+    def _draw(self, i: int, *, tilt_series: bool) -> None:
         from ..report import write_report
 
         fig_dir = self.plan.out_dir / FIGURES
-        for old in fig_dir.glob(f"{st.tomo_name(i)}_*.png"):
-            old.unlink()
-        write_report(self.store, fig_dir, tomos=[i], noise_curves=False)
+        # only this stage's own files: the other figure stage of the tomogram may run beside it
+        mine = ("montage_*", "power_spectra") if tilt_series else ("central_slices",)
+        for pattern in mine:
+            for old in fig_dir.glob(f"{st.tomo_name(i)}_{pattern}.png"):
+                old.unlink()
+        write_report(self.store, fig_dir, tomos=[i], noise_curves=False, tilt_series=tilt_series,
+                     tomograms=not tilt_series)
 
     def report(self) -> None:
         """The run's own figures (the noise curves) into ``OUT/figures``; each tomogram's are
-        drawn by ``figures/i`` (the pipeline counts them all at the end)."""
+        drawn by ``figures/i`` and ``slices/i`` (the pipeline counts them all at the end)."""
         from ..report import write_report
 
         write_report(self.store, self.plan.out_dir / FIGURES, tomos=[])

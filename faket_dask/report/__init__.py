@@ -104,6 +104,8 @@ def write_report(
     *,
     tomos: Sequence[int] | None = None,
     noise_curves: bool = True,
+    tilt_series: bool = True,
+    tomograms: bool = True,
     dpi: int = 110,
 ) -> list[Path]:
     """Write the figures of a run store as PNGs into ``out_dir``.
@@ -131,6 +133,9 @@ def write_report(
     noise_curves : bool
         Also draw ``noise_curves.png`` (the pipeline draws each tomogram's figures in a stage
         of its own, and the noise curves once).
+    tilt_series, tomograms : bool
+        Draw each tomogram's tilt-series figures (montages, power spectra) and its central
+        slices (the pipeline draws them in two stages: the slices wait for the FAKET tomogram).
     dpi : int
         Resolution of the PNGs.
 
@@ -155,7 +160,7 @@ def write_report(
     ids = _tomo_ids(store) if tomos is None else [int(t) for t in tomos]
     for i in ids:
         tomo = tomo_name(i)
-        ts = _open_group(store, tiltseries_group(i))
+        ts = _open_group(store, tiltseries_group(i)) if tilt_series else None
         if ts is not None:
             tilt_vars = {str(v): ts[v] for v in ts.data_vars if tuple(ts[v].dims) == TILT_DIMS}
             for name in ordered_modalities(tilt_vars):
@@ -178,7 +183,7 @@ def write_report(
                 figures.append(spectra_figure(
                     series, out / f"{tomo}_power_spectra.png", f"{tomo}: radial power spectra", dpi,
                 ))
-        vols = _open_group(store, tomogram_group(i))
+        vols = _open_group(store, tomogram_group(i)) if tomograms else None
         if vols is not None:
             volumes = {str(v): vols[v] for v in vols.data_vars if tuple(vols[v].dims) == VOLUME_DIMS}
             if volumes:
