@@ -73,6 +73,12 @@ FIGURE_KINDS = frozenset({"figures", "slices", "report"})
 FILLER_KINDS = frozenset({"style_grams", "faket"})
 
 
+#: Priority base of the long kinds (every other kind: 10**7, first): the Grams, then the NST
+#: (:meth:`Pipeline.priority`).
+_PRIORITY_CLASS = {"style_grams": 10**7 - 2 * 10**5, "faket": 10**7 - 10**6}
+assert set(_PRIORITY_CLASS) == FILLER_KINDS
+
+
 #: Most stages running side by side (:meth:`Pipeline._run_stages`); more would only queue on the
 #: cluster while their graphs sit in the client's memory. Six: three tomograms' NST stages and
 #: the reconstruction and figures of the first ones (depth first, :meth:`Pipeline.priority`).
@@ -194,8 +200,7 @@ class Pipeline(StageSteps):
             # a style stack goes with the first tomogram styled towards it
             users = [i for i in range(self.plan.n_tomos) if self.plan.style_of(i) == depth]
             depth = min(users, default=self.plan.n_tomos)
-        cls = 0 if kind not in FILLER_KINDS else (-10**6 if kind == "faket" else -2 * 10**5)
-        return STAGES.index(spec) - 20 * depth + 10**7 + cls
+        return STAGES.index(spec) - 20 * depth + _PRIORITY_CLASS.get(kind, 10**7)
 
     def _run_stages(self, todo: list[tuple[str, Callable[[], None]]], client: Any) -> None:
         """Run stages side by side, each as soon as the stages it reads have completed.

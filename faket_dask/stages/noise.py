@@ -287,11 +287,6 @@ def whole_tilts_fit(shape: Sequence[int], itemsize: int) -> bool:
     return (int(itemsize) + 16) * int(shape[1]) * int(shape[2]) <= chunking.DEFAULT_TASK_BYTES
 
 
-#: Input bytes of one whole-tilt noise task when tilts are small (:func:`open_input`); the rule
-#: is :func:`faket_dask.chunking.small_tilts_per_task`'s.
-SMALL_TILTS_TASK_BYTES = chunking.SMALL_TILTS_TASK_BYTES
-
-
 def open_input(store, path: str) -> xr.DataArray:
     """Open ``GROUP/VAR`` of a run store as :func:`add_noise` reads it (lazy).
 
@@ -299,7 +294,7 @@ def open_input(store, path: str) -> xr.DataArray:
     result is written one tilt per Zarr chunk); otherwise the stored chunks. Why: a projection
     stores 1024² tilts in two row slabs; merging them in the graph took two read tasks, a merge
     task and often a transfer between workers per tilt (``benchmarks/bench_noise.py``). Small
-    tilts go several to a task, about :data:`SMALL_TILTS_TASK_BYTES` of input each and at least
+    tilts go several to a task (:func:`faket_dask.chunking.small_tilts_per_task`: ~1 MiB of input each, at least
     4 tasks: a 128² tilt's noise takes ~3 ms, less than the task's own overhead and its Zarr
     write (the demo's noise step: 549 tasks of one tilt). The noise does not depend on the
     grouping (counter-based per tilt; ``tests/test_noise_stage.py``).
