@@ -294,8 +294,8 @@ def open_input(store, path: str) -> xr.DataArray:
     result is written one tilt per Zarr chunk); otherwise the stored chunks. Why: a projection
     stores 1024² tilts in two row slabs; merging them in the graph took two read tasks, a merge
     task and often a transfer between workers per tilt (``benchmarks/bench_noise.py``). Small
-    tilts go several to a task (:func:`faket_dask.chunking.small_tilts_per_task`: ~1 MiB of input each, at least
-    4 tasks: a 128² tilt's noise takes ~3 ms, less than the task's own overhead and its Zarr
+    tilts go several to a task, ~1 MiB of input each and at least 4 tasks
+    (:func:`faket_dask.chunking.small_tilts_per_task`): a 128² tilt's noise takes ~3 ms, less than the task's own overhead and its Zarr
     write (the demo's noise step: 549 tasks of one tilt). The noise does not depend on the
     grouping (counter-based per tilt; ``tests/test_noise_stage.py``).
 
