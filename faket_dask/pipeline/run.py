@@ -34,6 +34,8 @@ class StageSpec:
     name: str
     per: str  # "tomogram" | "style_file" | "style_used" | "once"
     when: Callable[[RunConfig], bool] = lambda cfg: True
+    #: the later kinds that read this kind's outputs (None: every later kind may)
+    read_by: frozenset[str] | None = None
 
     def applies(self, cfg: RunConfig) -> bool:
         """Whether this run has the stage."""
@@ -49,8 +51,9 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("noise_model", "once"),
     StageSpec("noise", "tomogram"),
     # every modality but FAKET, and the labels: they need not wait for the NST (the last
-    # tomogram's FAKET is then the only reconstruction left at the end of a run)
-    StageSpec("reconstruct", "tomogram"),
+    # tomogram's FAKET is then the only reconstruction left at the end of a run); only the
+    # central slices read these tomograms, so the NST does not wait for them either
+    StageSpec("reconstruct", "tomogram", read_by=frozenset({"slices"})),
     StageSpec("style_grams", "style_used"),  # reads its own style stack only (depends_on)
     StageSpec("faket", "tomogram"),
     # a tomogram's tilt-series figures need its FAKET only; its central slices, the FAKET
@@ -80,9 +83,12 @@ assert set(_PRIORITY_CLASS) == FILLER_KINDS
 
 
 #: Most stages running side by side (:meth:`Pipeline._run_stages`); more would only queue on the
-#: cluster while their graphs sit in the client's memory. Six: three tomograms' NST stages and
-#: the reconstruction and figures of the first ones (depth first, :meth:`Pipeline.priority`).
-MAX_TOGETHER = 6
+#: cluster while their graphs sit in the client's memory. Eight: three style stacks' Grams, the
+#: three tomograms' noise and the reconstruction of the first ones, or three NST stages beside
+#: the reconstructions and figures of the first tomograms (depth first, :meth:`Pipeline.priority`).
+#: With six, the first NST of the demo waited ~6 s for a slot held by a figure stage, its Grams
+#: and its noise done (session 15).
+MAX_TOGETHER = 8
 
 
 @dataclass
@@ -135,9 +141,12 @@ class Pipeline(StageSteps):
         tomograms of tomogram i only (``reconstruct/i``, ``reconstruct_faket/i``); ``report`` draws
         the noise curves only (each tomogram's figures are ``figures/i``), so it reads the
         noise model only and no longer waits for the last tomogram (~1.5 s off the end of the
-        demo, session 13). Stages of one kind never read each other's outputs. Why so narrow: a stage starts
-        as soon as what it reads exists; waiting for every style stack's Grams held the first
-        NST back by ~6 s in the demo while one stack's Grams finished on half-idle workers.
+        demo, session 13). A kind with :attr:`StageSpec.read_by` is read by those later kinds
+        only: the NST no longer waits for its tomogram's other reconstructions (``reconstruct/i``),
+        which held every ``faket/i`` back by ~7 s on half-idle workers in the demo (session 15).
+        Stages of one kind never read each other's outputs. Why so narrow: a stage starts as
+        soon as what it reads exists; waiting for every style stack's Grams held the first NST
+        back by ~6 s in the demo while one stack's Grams finished on half-idle workers.
         """
         kind, _, idx = name.partition("/")
         specs = [s for s in STAGES if s.applies(self.cfg)]
@@ -156,6 +165,8 @@ class Pipeline(StageSteps):
         for spec in specs[: specs.index(here)]:
             if spec.name in FIGURE_KINDS:
                 continue  # PNGs: no stage reads them
+            if spec.read_by is not None and kind not in spec.read_by:
+                continue  # e.g. the NST and the tilt-series figures never read the tomograms
             if spec.per == "once":
                 deps.append(spec.name)
             elif here.per == spec.per == "tomogram":
@@ -192,11 +203,16 @@ class Pipeline(StageSteps):
         last Grams of a stack sat queued behind the first tomogram's NST, all on one worker
         (Dask did not move them), the next NST waited ~8 s beside an idle worker in the demo;
         with the Grams first, the NST tasks of the stacks that are ready fill such gaps.
+        The run's own figures (``report``) go after every tomogram's short stages: nothing
+        waits for them, and first in line they took the last free stage slot and held the
+        third tomogram's noise back by ~17 s in the demo (session 15).
         """
         kind, _, idx = name.partition("/")
         spec = next(s for s in STAGES if s.name == kind)
         depth = int(idx or 0)
-        if spec.per in ("style_file", "style_used"):
+        if spec.per == "once" and kind in FIGURE_KINDS:
+            depth = self.plan.n_tomos
+        elif spec.per in ("style_file", "style_used"):
             # a style stack goes with the first tomogram styled towards it
             users = [i for i in range(self.plan.n_tomos) if self.plan.style_of(i) == depth]
             depth = min(users, default=self.plan.n_tomos)
