@@ -50,7 +50,20 @@ DEFAULT_DASHBOARD = ":8787"
 #: queueing for memory: reads are fused with their per-tilt work, and large stacks go through
 #: per-tilt tasks and scratch arrays (``benchmarks/bench_noise.py`` and
 #: ``bench_reconstruct_memory.py`` measure it).
-SCHEDULER_CONFIG: dict[str, Any] = {"distributed.scheduler.worker-saturation": "inf"}
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "distributed.scheduler.worker-saturation": "inf",
+    # Monitoring at distributed's default rates cost an idle 2-worker cluster ~0.2 cores of
+    # 2 (measured on the 2-core VM, session 15): each worker's statistical profiler samples
+    # every thread's stack every 10 ms, every server ticks every 20 ms, the nannies check
+    # memory every 100 ms and the system monitors sample every 500 ms. Off or slower: ~0.03 cores.
+    # The dashboard keeps its task stream, progress, memory and CPU pages (sampled every 2 s);
+    # only its "Profile" page stays empty (a cluster of your own, joined with --scheduler,
+    # keeps its own settings).
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "250ms",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 _LOOPBACK = "127.0.0.1"
 #: Where a SLURM cluster writes its workers' temporary TLS credentials unless its file sets
 #: ``options.shared_temp_directory``: a directory the compute nodes must also see.

@@ -26,6 +26,20 @@ def test_workers_get_matching_torch_threads(client):
         assert threads == 1 and omp == "1"
 
 
+def test_clusters_started_here_monitor_at_low_rates(client):
+    """No statistical profiler in the workers, ticks every second and the system monitors every
+    2 s (cluster.SCHEDULER_CONFIG: at distributed's defaults an idle 2-worker cluster used
+    ~0.2 of the 2 cores)."""
+    def rates(dask_worker):
+        return {k: v.callback_time for k, v in dask_worker.periodic_callbacks.items()}
+
+    for cb in client.run(rates).values():
+        assert "profile" not in cb and "profile-cycle" not in cb
+        assert cb["tick"] == 1000 and cb["monitor"] == 2000 and cb["memory_monitor"] == 250
+    sched = client.run_on_scheduler(rates)
+    assert sched["tick"] == 1000 and sched["monitor"] == 2000
+
+
 def test_unreachable_scheduler_is_a_clear_error():
     with pytest.raises(FaketError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         with connect("tcp://127.0.0.1:9", quiet=True, connect_timeout_s=1):
