@@ -394,8 +394,8 @@ class NoiseModel:
         root = _store.open_root(store)
         if group not in root:
             raise InputError(f"{store}: no noise model in group '{group}' (run `faket-dask noise estimate` first)")
-        ds = xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3)
-        return cls.from_dataset(ds, order)
+        # read here, not through the cluster (store.open's in_memory says why)
+        return cls.from_dataset(_store.open(store, group, in_memory=True), order)
 
 
 def _validate_raw(ds: xr.Dataset) -> None:

@@ -94,6 +94,16 @@ def test_estimate_writes_model_json_and_figure(run, estimated):
     assert store.stage_status(run)["noise_model"]["status"] == "complete"
 
 
+def test_the_noise_model_is_read_without_cluster_tasks(run, estimated, client):
+    """The noise stages read the model here: through the cluster, at Dask's default priority,
+    the read waited behind the style Grams (~20 s in the demo)."""
+    from distributed import get_task_stream
+
+    with get_task_stream(client) as ts:
+        got = NoiseModel.load(run)
+    assert ts.data == [] and got.curves.identical(NoiseModel.load(run, order=2).curves)
+
+
 def test_estimate_refuses_to_overwrite(run, estimated):
     assert_ok(estimated)
     proc = run_cli("noise", "estimate", run, "--measured", MEASURED, "--noiseless", NOISELESS)

@@ -140,6 +140,25 @@ def test_open_refuses_clearly(tmp_path):
         st.save(volume("extra"), store, f"{tomogram_group(0)}/faket")
 
 
+def test_a_small_group_is_read_here_without_cluster_tasks(tmp_path, client):
+    """``in_memory``: numpy-backed, equal to the lazy read, and no task on the cluster (a
+    ``.load()`` of the lazy group waits behind every queued task of higher priority)."""
+    from distributed import get_task_stream
+
+    store = tmp_path / "run.zarr"
+    st.save(tiltseries("noiseless"), store, tiltseries_group(0))
+    lazy = st.open(store, tiltseries_group(0))
+    with get_task_stream(client) as ts:
+        here = st.open(store, tiltseries_group(0), in_memory=True)
+    assert ts.data == []
+    assert all(isinstance(v.variable._data, np.ndarray) for v in here.data_vars.values())
+    assert here.identical(lazy.compute())
+    st.save_image(volume("faket"), store, tomogram_group(0), "faket")
+    for group in (tomogram_group(0), f"{tomogram_group(0)}/faket"):
+        with pytest.raises(InputError, match="holds images; in_memory is for small plain groups"):
+            st.open(store, group, in_memory=True)
+
+
 def _blosc_lz4(arr: zarr.Array) -> bool:
     from zarr.codecs import BloscCodec
 

@@ -264,7 +264,7 @@ class StageSteps:
                                          nz_keep=nz_keep, pixel_size_A=px)
             st.save(arr, self.store, st.labels_group(i), name="class_mask", overwrite=True,
                     progress=f"labels {i}")
-        parts = st.open(self.store, st.particles_group(i)).load()
+        parts = st.open(self.store, st.particles_group(i), in_memory=True)
         if parts.sizes.get("particle", 0):
             out = particles_on_tomogram(parts, specimen_z=Z, binning=b, nz_full=nz_full, z0=z0,
                                         pixel_size_A=px)

@@ -143,7 +143,7 @@ def _run_table(store: Path, t: int) -> tuple[xr.Dataset | None, bool, xr.DataArr
         labels = open_group(store, labels_group(t))["class_mask"]
     lp = labels_particles_group(t)
     if has_var(store, f"{lp}/x"):
-        table = open_group(store, lp).load()
+        table = open_group(store, lp, in_memory=True)
         missing = [c for c in COLUMNS if c not in table]
         if missing:
             raise InputError(f"{store}: {lp} lacks {', '.join(missing)}")

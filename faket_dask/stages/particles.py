@@ -347,7 +347,7 @@ def _specimen_geometry(store: str | Path, tomo: int) -> tuple[xr.Dataset | None,
 def _read_table(store: str | Path, group: str) -> xr.Dataset:
     from ..store import open as open_group
 
-    ds = open_group(store, group).load()
+    ds = open_group(store, group, in_memory=True)
     missing = [c for c in COLUMNS if c not in ds]
     if missing:
         raise InputError(f"{store}: {group} lacks {', '.join(missing)}")

@@ -115,7 +115,8 @@ def has_var(store: str | Path, path: str) -> bool:
     return isinstance(g, zarr.Group) and (var in g.array_keys() or var in g.group_keys())
 
 
-def open(store: str | Path, group: str, *, level: int = 0, tilts_per_chunk: int | None = None) -> xr.Dataset:  # noqa: A001 - public API name (DESIGN.md)
+def open(store: str | Path, group: str, *, level: int = 0, tilts_per_chunk: int | None = None,  # noqa: A001 - public API name (DESIGN.md)
+         in_memory: bool = False) -> xr.Dataset:
     """Open a group of a run store lazily as an xarray Dataset.
 
     Plain groups are opened with ``xr.open_zarr(store, group=group, consolidated=False)``.
@@ -139,11 +140,16 @@ def open(store: str | Path, group: str, *, level: int = 0, tilts_per_chunk: int 
         readers that group tilts anyway (reconstruction, figures): the demo's 128² tilts were
         read in ~3 ms tasks, ~4 ms of scheduling each. Not for arrays written back with the
         same chunks (:func:`save` makes the Dask chunks the Zarr chunks).
+    in_memory : bool
+        Read a small plain group (a particle table, the noise model) into memory here, with
+        no Dask task. Why: ``open(...).load()`` computes on the cluster at Dask's default
+        priority, behind every queued task of the stages' higher priorities; in the demo the
+        noise stages waited ~20 s behind the style Grams for their noise model (session 15).
 
     Returns
     -------
     xarray.Dataset
-        Dask-backed: nothing is read until computed.
+        Dask-backed: nothing is read until computed (numpy-backed with ``in_memory``).
 
     Raises
     ------
@@ -163,6 +169,8 @@ def open(store: str | Path, group: str, *, level: int = 0, tilts_per_chunk: int 
         g = None
     if not isinstance(g, zarr.Group):
         raise InputError(f"{store}: no group '{group}' (see `faket-dask info {store}`)")
+    if in_memory and (ngff.is_image(g) or any(ngff.is_image(sub) for _, sub in g.groups())):
+        raise InputError(f"{store}: '{group}' holds images; in_memory is for small plain groups")
     if ngff.is_image(g):
         name = group.strip("/").rsplit("/", 1)[-1]
         return xr.Dataset({name: ngff.open_image(g, name, level)})
@@ -171,6 +179,9 @@ def open(store: str | Path, group: str, *, level: int = 0, tilts_per_chunk: int 
         if level != 0:
             raise InputError(f"{store}: '{group}' holds no multiscale images; level={level} needs one "
                              "(e.g. tomo_000/tomogram)")
+        if in_memory:
+            return xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3,
+                                chunks=None).load()
         grouped = {} if tilts_per_chunk is None else {"chunks": {"tilt": max(1, int(tilts_per_chunk)), "y": -1, "x": -1}}
         return xr.open_zarr(str(store), group=group, consolidated=False, zarr_format=3, **grouped)
     # A tomogram group: one OME-NGFF multiscale image per modality.
