@@ -78,6 +78,19 @@ def _demo(out_dir: Path, workers: int) -> dict:
             "peak_rss_largest_process_MB": mem["peak_rss_largest_process_MB"]}
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``): the VM behind "2 cores" has changed
+    between sessions (an Intel Xeon with AVX-512, an AMD EPYC with AVX2), with the demo ~1.3×
+    apart."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def _identical(a: Path, b: Path) -> bool:
     """Every array of run store ``a`` equal to the same array of ``b`` (NaN = NaN)."""
     import numpy as np
@@ -102,8 +115,8 @@ def main() -> dict:
 
     report: dict = {
         "benchmark": "faket-dask demo: pipeline time (summary.json seconds_total_this_invocation)",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "machine": {"cpu_count": os.cpu_count(), "cpu_model": _cpu_model(),
+                    "platform": platform.platform(), "python": platform.python_version()},
         "workers": args.workers,
         "load_before": [round(v, 2) for v in os.getloadavg()],
         "reference_s_before": round(_reference_s(), 4),
