@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .disk import check_disk, disk_free_bytes  # noqa: F401 - re-exported
 from .layout import (  # noqa: F401 - re-exported: the store's public path helpers
     NOISE_MODEL_GROUP, labels_group, labels_particles_group, particles_group, pipeline_stage_key,
     reference_group, reference_var, specimen_group, style_grams_group, tiltseries_group,

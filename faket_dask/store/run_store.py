@@ -27,7 +27,7 @@ import zarr
 if TYPE_CHECKING:
     import xarray as xr
 
-from ..errors import FaketError, InputError, OutputExistsError
+from ..errors import InputError, OutputExistsError
 from .codecs import compressors
 
 MARKER = "faket_dask"
@@ -154,7 +154,8 @@ def open(store: str | Path, group: str, *, level: int = 0, tilts_per_chunk: int 
     Raises
     ------
     InputError
-        No such store or group, ``level`` given for a plain group, or a level the image lacks.
+        No such store or group, ``level`` given for a plain group, a level the image lacks,
+        or ``in_memory`` for a group of images.
     """
     import xarray as xr  # here, not at the top: `faket-dask info` must not load xarray
 
@@ -499,20 +500,3 @@ def _walk(group: zarr.Group, prefix: str = "") -> Iterator[tuple[str, zarr.Group
     for name, sub in group.groups():
         yield from _walk(sub, f"{prefix}/{name}" if prefix else name)
 
-
-def disk_free_bytes(path: str | Path) -> int:
-    """Free bytes on the file system that holds ``path`` (or its nearest existing parent)."""
-    p = Path(path).absolute()
-    while not p.exists():
-        p = p.parent
-    return shutil.disk_usage(p).free
-
-
-def check_disk(path: str | Path, needed_bytes: int) -> None:
-    """Refuse to start when ``needed_bytes`` (uncompressed, an upper bound) exceed free space."""
-    free = disk_free_bytes(path)
-    if needed_bytes > free:
-        raise FaketError(
-            f"{path}: too little disk: needs up to {needed_bytes / 2**30:.2f} GiB, "
-            f"{free / 2**30:.2f} GiB free"
-        )
