@@ -170,12 +170,13 @@ def open(store: str | Path, group: str, *, level: int = 0, tilts_per_chunk: int 
         g = None
     if not isinstance(g, zarr.Group):
         raise InputError(f"{store}: no group '{group}' (see `faket-dask info {store}`)")
-    if in_memory and (ngff.is_image(g) or any(ngff.is_image(sub) for _, sub in g.groups())):
+    one_image = ngff.is_image(g)
+    images = {} if one_image else {name: sub for name, sub in g.groups() if ngff.is_image(sub)}
+    if in_memory and (one_image or images):
         raise InputError(f"{store}: '{group}' holds images; in_memory is for small plain groups")
-    if ngff.is_image(g):
+    if one_image:
         name = group.strip("/").rsplit("/", 1)[-1]
         return xr.Dataset({name: ngff.open_image(g, name, level)})
-    images = {name: sub for name, sub in g.groups() if ngff.is_image(sub)}
     if not images:
         if level != 0:
             raise InputError(f"{store}: '{group}' holds no multiscale images; level={level} needs one "
