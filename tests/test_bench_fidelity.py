@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_fidelity_quick_runs_the_whole_chain(reference_run, tmp_path):
     store = reference_run["out"] / "run.zarr"
     out = tmp_path / "fidelity.json"

@@ -207,6 +207,7 @@ def test_a_constant_tilt_is_named(tomos):
 
 
 # -- acceptance on the simulated run ---------------------------------------------------------
+@pytest.mark.slow
 def test_noisy_is_closer_to_measured_than_noiseless_on_every_measure(reference_run):
     store = reference_run["out"] / "run.zarr"
     r = fd.compare_store(store, ["faket", "baseline", "noisy", "noiseless"], "measured")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import faket_dask as fd
 from faket_dask import store as st
@@ -112,6 +113,7 @@ def _wait_for_stage(store: Path, key: str, proc: subprocess.Popen, timeout: floa
     raise AssertionError(f"stage {key} never started")
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_point_then_rerun_is_bit_identical(reference_run, tmp_path):
     cfg = write_config(tmp_path / "run.yaml")
     store = tmp_path / "out" / "run.zarr"
@@ -133,6 +135,7 @@ def test_sigkill_at_any_point_then_rerun_is_bit_identical(reference_run, tmp_pat
     assert_same_arrays(read_arrays(store), reference_run["arrays"])
 
 
+@pytest.mark.slow
 def test_killing_a_worker_during_nst_still_gives_identical_output(reference_run, tmp_path):
     from distributed import Client, LocalCluster
 
@@ -177,6 +180,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_loopback_scheduler_and_two_workers(reference_run, tmp_path):
     port = _free_port()
     bindir = Path(sys.executable).parent
@@ -207,6 +211,7 @@ def test_loopback_scheduler_and_two_workers(reference_run, tmp_path):
             p.wait()
 
 
+@pytest.mark.slow
 def test_imported_specimens_and_measured_style_stacks(tmp_path):
     """`source: import` for both: grandmodels with class masks, measured stacks without partners."""
     from scipy.ndimage import gaussian_filter

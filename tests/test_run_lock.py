@@ -186,6 +186,7 @@ def snapshot(path: Path) -> dict[Path, tuple[int, int]]:
     return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(path.rglob("*"))}
 
 
+@pytest.mark.slow
 def test_second_run_on_a_live_runs_output_is_refused_and_changes_nothing(tmp_path):
     # more particles than the tiny volume holds: the run warns (checked at the end)
     cfg = write_config(tmp_path / "run.yaml", specimens={**TINY["specimens"], "particles": 400})
@@ -223,6 +224,7 @@ def test_second_run_on_a_live_runs_output_is_refused_and_changes_nothing(tmp_pat
     assert not (out / LOCK_NAME).exists() and (out / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_run_killed_with_sigkill_resumes_when_started_again(tmp_path):
     cfg = write_config(tmp_path / "run.yaml")
     out = tmp_path / "out"

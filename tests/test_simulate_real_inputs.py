@@ -159,6 +159,7 @@ def test_dose_symmetric_style_stack_styles_each_tilt_with_its_own_angle(tmp_path
     assert faket.sel(tilt=0, method="nearest").shape == (48, 48)
 
 
+@pytest.mark.slow
 def test_changed_style_file_is_recomputed_on_resume(tmp_path):
     _stack(tmp_path, "ts", ANGLES, mean=100.0, seed=100)
     cfg = _write(tmp_path, _config(tmp_path, {"measured": "ts.mrc", "angles_file": "ts.tlt"}))

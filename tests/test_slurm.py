@@ -145,6 +145,7 @@ def _no_gc_inside():
         gc.enable()
 
 
+@pytest.mark.slow
 def test_simulate_on_slurm_is_identical_to_local_and_tls_only(slurm, reference_run, tmp_path):
     cluster_yaml = _cluster_file(tmp_path)
     cfg = write_config(tmp_path / "run.yaml")

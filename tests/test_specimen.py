@@ -331,6 +331,7 @@ def assert_one_line(proc, *needles) -> None:
         assert n in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     store = tmp_path / "run.zarr"
     proc = run_cli("specimen", store, "--tomo", 0, "--shape", 64, 96, 96, "--pixel-size-A", 10,

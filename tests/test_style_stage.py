@@ -160,6 +160,7 @@ def test_cached_grams_reused(tmp_path):
     assert sgr.load_style_grams(store, group) is None
 
 
+@pytest.mark.slow
 def test_tiled_equals_untiled_512x384():
     """Acceptance: tile 256 on 512 × 384 tilts agrees with the whole-tilt path within
     1e-4 × std (up to isolated flipped sign steps, ≤ 0.1 % of the pixels)."""

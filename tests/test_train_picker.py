@@ -235,6 +235,7 @@ def picker_runs(reference_run, tmp_path_factory):
     return {"store": store, "base": base, "procs": procs, "api": api}
 
 
+@pytest.mark.slow
 def test_cli_trains_and_writes_a_loadable_checkpoint(picker_runs):
     proc = picker_runs["procs"][0]
     assert proc.returncode == 0, proc.stderr[-3000:]
