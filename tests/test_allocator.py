@@ -45,7 +45,7 @@ def test_without_the_settings_a_task_thread_faults_every_temporary():
     # ~30,720 fresh pages. The test above can fail.
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None, processes=True) as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0", processes=True) as cluster, \
             Client(cluster) as client:
         faults = client.submit(_faults_of_reused_temporaries, pure=False).result()
     assert faults > 15_000, faults

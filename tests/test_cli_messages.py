@@ -135,6 +135,8 @@ def test_command_warnings_are_one_line_each(tmp_path, busy_dashboard_port):
 
 def test_worker_plugin_formats_warnings_in_worker_processes():
     # A real LocalCluster: the warning is raised in a spawned worker process, whose stderr is ours.
+    # dashboard on a free port: None means distributed's default 8787, and when another test's
+    # cluster holds it, distributed warns "Port 8787 is already in use" (a raw warning) here.
     script = """
 import warnings
 from distributed import Client, LocalCluster
@@ -145,7 +147,7 @@ def warn():
     return 1
 
 if __name__ == "__main__":
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \\
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \\
             Client(cluster) as client:
         client.register_plugin(WarningFormatPlugin())
         assert client.submit(warn, pure=False).result() == 1

@@ -56,7 +56,7 @@ def test_stage_asks_the_workers_and_records_the_tile(limit_MiB, tiled):
     # in-process worker's RSS (this test process, with torch) is above a small limit
     off = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause", "terminate")}
     with dask.config.set(off), LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                            memory_limit=f"{limit_MiB}MiB", dashboard_address=None) as cl, \
+                                            memory_limit=f"{limit_MiB}MiB", dashboard_address=":0") as cl, \
             Client(cl):
         out = fd.style_transfer(c, s, x, weights="random", seed=0, tile="auto", device="cpu")
     assert out.attrs["nst_tile_requested"] == "auto"

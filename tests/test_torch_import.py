@@ -18,7 +18,7 @@ def _imported() -> dict[str, bool]:
 
 
 def test_workers_import_torch_before_any_task_and_so_do_later_workers():
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         before = client.run(_imported)
         assert all(not any(v.values()) for v in before.values()), before  # a fresh worker has no torch
