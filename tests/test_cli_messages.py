@@ -110,24 +110,27 @@ def test_installed_format_replaces_python_s(tmp_path):
 
 @pytest.fixture()
 def busy_dashboard_port():
-    """Hold the default dashboard port 8787 (if someone else already does, it is busy anyway)."""
+    """A loopback port held by this test, the dashboard address the CLI is told to use.
+
+    Not 8787 itself: the test processes run side by side, and another test's cluster may take or
+    release 8787 at any moment (its TIME_WAIT alone made binding it here fail while the CLI,
+    which sets SO_REUSEADDR, still got it)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("", 8787))
-        sock.listen(1)
-    except OSError:
-        pass
-    yield
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    yield sock.getsockname()[1]
     sock.close()
 
 
 def test_command_warnings_are_one_line_each(tmp_path, busy_dashboard_port):
-    # distributed warns (warnings.warn, three lines) that port 8787 is taken.
+    # distributed warns (warnings.warn, three lines) that the dashboard's port is taken.
+    port = busy_dashboard_port
     proc = cli("specimen", tmp_path / "run.zarr", "--shape", "16", "16", "16", "--particles", "2",
-               "--vesicles", "0", "--fiducials", "0")
+               "--vesicles", "0", "--fiducials", "0",
+               extra_env={"FAKET_DASHBOARD_ADDRESS": f"127.0.0.1:{port}"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings_ = [line for line in proc.stderr.splitlines() if line.startswith("faket-dask: warning:")]
-    assert any(re.fullmatch(r"faket-dask: warning: Port 8787 is already in use\. .* on port \d+ instead", w)
+    assert any(re.fullmatch(rf"faket-dask: warning: Port {port} is already in use\. .* on port \d+ instead", w)
                for w in warnings_), proc.stderr
     assert not RAW_WARNING.search(proc.stderr) and "warnings.warn(" not in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
