@@ -211,3 +211,34 @@ def test_a_tilt_series_is_stored_one_tilt_per_chunk_whatever_its_tasks(tmp_path)
     vol = volume("density").chunk({"z": 4})
     fd.save(vol, store, "tomo_000/specimen")
     assert zarr.open_group(str(store), mode="r")["tomo_000/specimen/density"].chunks[0] == 4
+
+
+def test_listing_a_group_while_zarr_writes_its_metadata_is_quiet(tmp_path):
+    """zarr writes ``zarr.json`` through a temporary ``zarr.<uuid hex>.partial`` beside it; a
+    stage listing that group meanwhile (stages run in threads) must neither warn nor miss a
+    member. The temporary files are left in place here, as at the instant of the race. Run in
+    a fresh interpreter: the store's warning filters are process-wide, and pytest restores its
+    own filters after collection."""
+    import subprocess
+    import sys
+    import uuid
+
+    store = tmp_path / "run.zarr"
+    st.save(tiltseries("noiseless"), store, tiltseries_group(0))
+    st.save(tiltseries("noisy", seed=1), store, tiltseries_group(0))
+    for group_dir in (store, store / "tomo_000", store / tiltseries_group(0)):
+        (group_dir / "zarr.json").with_suffix(f".{uuid.uuid4().hex}.partial").write_bytes(b"{")
+    script = ("import sys, faket_dask as fd\n"
+              "print(sorted(fd.open(sys.argv[1], sys.argv[2]).data_vars))\n")
+
+    def open_group() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script, str(store), tiltseries_group(0)],
+                              capture_output=True, text=True, timeout=300)
+
+    proc = open_group()
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == "['noiseless', 'noisy']", proc.stdout
+    # a file of another kind is still reported: the filter is no wider than zarr's temporary name
+    (store / tiltseries_group(0) / "notes.txt").write_text("x")
+    proc = open_group()
+    assert proc.returncode == 0 and "notes.txt is not recognized" in proc.stderr, proc.stderr
